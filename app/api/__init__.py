@@ -1,0 +1,9 @@
+"""JSON API, version 1: one router module per resource."""
+
+from fastapi import APIRouter
+
+from app.api import analyses, models
+
+router = APIRouter(prefix="/api/v1")
+router.include_router(models.router)
+router.include_router(analyses.router)

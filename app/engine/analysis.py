@@ -1,0 +1,216 @@
+"""One analysis: an image through a model, its predictions and per-layer statistics, renders made on demand."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from app.engine import render
+from app.engine.errors import UnknownAnalysis, UnknownChannel, UnknownLayer
+from app.engine.imaging import prepare_image
+from app.engine.models import ModelRegistry
+from app.engine.stats import LayerStats, layer_stats
+from app.engine.store import AnalysisStore
+
+TOP_PREDICTIONS = 5
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    probability: float
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    format: str
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    name: str
+    label: str
+    activation: torch.Tensor = field(repr=False)  # (C, H, W) float32
+    stats: LayerStats = field(repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        channels, height, width = self.activation.shape
+        return channels, height, width
+
+
+@dataclass
+class Analysis:
+    """Everything computed for one (image, model) pair. Renders are added lazily and counted in ``nbytes``."""
+
+    id: str
+    model_id: str
+    trained: bool
+    image: ImageInfo
+    view: np.ndarray = field(repr=False)  # the cropped RGB input as the network saw it, uint8 (H, W, 3)
+    predictions: list[Prediction]
+    layers: dict[str, LayerResult] = field(repr=False)
+    timings_ms: dict[str, float]
+    renders: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        activations = sum(layer.activation.numel() * layer.activation.element_size() for layer in self.layers.values())
+        return activations + self.view.nbytes + sum(len(png) for png in self.renders.values()) + 4096
+
+    def layer(self, name: str) -> LayerResult:
+        try:
+            return self.layers[name]
+        except KeyError:
+            raise UnknownLayer(name, self.model_id) from None
+
+
+class Analyser:
+    """Computes analyses, keeps them in a bounded store and renders their pictures on demand.
+
+    Ids are an HMAC of the image bytes and the model under a server-side secret: the same upload gets the same
+    id (and is computed once), while nobody who has not seen the image can guess it.
+    """
+
+    def __init__(
+        self, registry: ModelRegistry, store: AnalysisStore[Analysis], *, secret: str, max_bytes: int, max_pixels: int
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self._secret = secret.encode()
+        self._max_bytes = max_bytes
+        self._max_pixels = max_pixels
+        self._inflight: dict[str, Future[Analysis]] = {}
+        self._lock = threading.Lock()
+
+    def analysis_id(self, data: bytes, model_id: str) -> str:
+        digest = hmac.new(self._secret, model_id.encode() + b"\0" + data, hashlib.sha256)
+        return digest.hexdigest()[:32]
+
+    def analyse(self, data: bytes, model_id: str) -> tuple[Analysis, bool]:
+        """The analysis of ``data`` under ``model_id``, and whether it was computed now (False: from the store)."""
+        self.registry.card(model_id)
+        key = self.analysis_id(data, model_id)
+        with self._lock:
+            cached = self.store.get(key)
+            if cached is not None:
+                return cached, False
+            pending = self._inflight.get(key)
+            if pending is None:
+                self._inflight[key] = Future()
+        if pending is not None:
+            # Someone is computing this very analysis; wait for theirs instead of doing it twice.
+            return pending.result(), False
+        future = self._inflight[key]
+        try:
+            analysis = self._compute(key, data, model_id)
+        except BaseException as error:
+            future.set_exception(error)
+            raise
+        else:
+            self.store.put(analysis)
+            future.set_result(analysis)
+            return analysis, True
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+    def get(self, analysis_id: str) -> Analysis:
+        analysis = self.store.get(analysis_id)
+        if analysis is None:
+            raise UnknownAnalysis(analysis_id)
+        return analysis
+
+    def _compute(self, key: str, data: bytes, model_id: str) -> Analysis:
+        started = time.perf_counter()
+        model = self.registry.get(model_id)
+        card = model.card
+        prepared = prepare_image(data, card.preprocess, max_bytes=self._max_bytes, max_pixels=self._max_pixels)
+        decoded = time.perf_counter()
+        from app.engine.capture import capture
+
+        logits, captured = capture(model.module, [layer.name for layer in card.layers], prepared.tensor)
+        forwarded = time.perf_counter()
+        probabilities = torch.softmax(logits[0].float(), dim=0)
+        top = torch.topk(probabilities, TOP_PREDICTIONS)
+        predictions = [
+            Prediction(model.labels[int(i)], int(i), float(p)) for p, i in zip(top.values, top.indices, strict=True)
+        ]
+        layers: dict[str, LayerResult] = {}
+        for curated in card.layers:
+            activation = captured[curated.name][0].float().contiguous()
+            if activation.dim() == 1:
+                # A fully connected layer: each unit is a channel with a 1×1 map.
+                activation = activation.reshape(-1, 1, 1)
+            layers[curated.name] = LayerResult(curated.name, curated.label, activation, layer_stats(activation))
+        finished = time.perf_counter()
+        return Analysis(
+            id=key,
+            model_id=model_id,
+            trained=model.trained,
+            image=ImageInfo(prepared.width, prepared.height, prepared.format),
+            view=np.asarray(prepared.view, dtype=np.uint8),
+            predictions=predictions,
+            layers=layers,
+            timings_ms={
+                "decode": (decoded - started) * 1000,
+                "forward": (forwarded - decoded) * 1000,
+                "stats": (finished - forwarded) * 1000,
+            },
+        )
+
+    # Renders: cached on the analysis and re-measured in the store so its byte budget holds.
+
+    def _cached(self, analysis: Analysis, key: str, make) -> bytes:  # type: ignore[no-untyped-def]
+        png = analysis.renders.get(key)
+        if png is None:
+            png = make()
+            analysis.renders[key] = png
+            self.store.remeasure(analysis.id)
+        return png
+
+    def input_png(self, analysis: Analysis) -> bytes:
+        def make() -> bytes:
+            from PIL import Image
+
+            buffer = io.BytesIO()
+            Image.fromarray(analysis.view).save(buffer, format="PNG", compress_level=1)
+            return buffer.getvalue()
+
+        return self._cached(analysis, "input", make)
+
+    def atlas_png(self, analysis: Analysis, layer_name: str) -> bytes:
+        layer = analysis.layer(layer_name)
+        return self._cached(
+            analysis, f"atlas:{layer_name}", lambda: render.atlas_png(layer.activation, layer.stats.top_channels)
+        )
+
+    def channel_png(self, analysis: Analysis, layer_name: str, channel: int) -> bytes:
+        layer = analysis.layer(layer_name)
+        check_channel(layer, channel)
+        return self._cached(
+            analysis, f"channel:{layer_name}:{channel}", lambda: render.channel_png(layer.activation[channel])
+        )
+
+    @staticmethod
+    def activations_npy(analysis: Analysis, layer_name: str) -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, analysis.layer(layer_name).activation.numpy(), allow_pickle=False)
+        return buffer.getvalue()
+
+
+def check_channel(layer: LayerResult, channel: int) -> None:
+    channels = layer.shape[0]
+    if not 0 <= channel < channels:
+        raise UnknownChannel(channel, layer.name, channels)

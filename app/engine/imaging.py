@@ -1,0 +1,119 @@
+"""Uploaded bytes to the tensor a network eats: decode safely, normalise the image mode, resize, crop."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.engine.cards import Preprocess
+from app.engine.errors import ImageTooLarge, NotAnImage, UndecodableImage
+
+# ``prepare_image`` checks the pixel count against the configured limit right after reading the header, with a
+# message that names both; Pillow's own fixed limit would refuse first with a vaguer one.
+Image.MAX_IMAGE_PIXELS = None
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """The upload as the network sees it: ``view`` is the cropped RGB picture, ``tensor`` its normalised batch."""
+
+    width: int
+    height: int
+    format: str
+    view: Image.Image
+    tensor: torch.Tensor
+
+
+def prepare_image(data: bytes, preprocess: Preprocess, *, max_bytes: int, max_pixels: int) -> PreparedImage:
+    """Decode ``data`` and preprocess it per the model card.
+
+    EXIF orientation is honoured, any mode (palette, grayscale, 16-bit, CMYK, alpha) becomes RGB, an animation
+    contributes its first frame, and images over ``max_pixels`` are refused before their pixels are decoded.
+    """
+    if not data:
+        raise UndecodableImage("the uploaded file is empty")
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"the upload is {len(data):,} bytes; the limit is {max_bytes:,} bytes")
+    image = _open(data, max_pixels)
+    width, height = image.size
+    image_format = image.format or "unknown"
+    try:
+        # Draft mode lets JPEG decode at a reduced scale (free for large photos); it keeps at least the size asked.
+        if image.format == "JPEG":
+            image.draft("RGB", _draft_size(image.size, preprocess.resize))
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        rgb = _to_rgb(image)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise UndecodableImage(f"the image could not be decoded ({_reason(error)})") from error
+    view = _resize_and_crop(rgb, preprocess)
+    return PreparedImage(width, height, image_format, view, _to_tensor(view, preprocess))
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise NotAnImage(
+            "the file is not an image in a format we can read (JPEG, PNG, GIF, WebP, BMP, TIFF…)"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise UndecodableImage(f"the image could not be decoded ({_reason(error)})") from error
+    pixels = image.width * image.height
+    if pixels > max_pixels:
+        raise ImageTooLarge(
+            f"the image is {image.width}×{image.height} = {pixels:,} pixels; the limit is {max_pixels:,} pixels"
+        )
+    if pixels == 0:
+        raise UndecodableImage("the image has no pixels")
+    return image
+
+
+def _reason(error: BaseException) -> str:
+    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+
+
+def _draft_size(size: tuple[int, int], target_short_side: int) -> tuple[int, int]:
+    width, height = size
+    scale = target_short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16- and 32-bit grayscale: stretch to 8 bits instead of clipping everything above 255 to white.
+        array = np.asarray(image, dtype=np.float32)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Composite transparency on white, as a browser shows it, rather than on black.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _resize_and_crop(image: Image.Image, preprocess: Preprocess) -> Image.Image:
+    width, height = image.size
+    scale = preprocess.resize / min(width, height)
+    # At least the crop on both sides, so extreme aspect ratios (1×10000) still fill the network's input.
+    new_size = (max(preprocess.crop, round(width * scale)), max(preprocess.crop, round(height * scale)))
+    resized = image.resize(new_size, _RESAMPLE[preprocess.interpolation], reducing_gap=3.0)
+    left = (new_size[0] - preprocess.crop) // 2
+    top = (new_size[1] - preprocess.crop) // 2
+    return resized.crop((left, top, left + preprocess.crop, top + preprocess.crop))
+
+
+def _to_tensor(view: Image.Image, preprocess: Preprocess) -> torch.Tensor:
+    pixels = torch.from_numpy(np.asarray(view, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(preprocess.mean).view(3, 1, 1)
+    std = torch.tensor(preprocess.std).view(3, 1, 1)
+    return pixels.sub_(mean).div_(std).unsqueeze(0)

@@ -1,0 +1,149 @@
+"""The model registry: cards to modules, loaded once per process, lazily and thread-safely."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from app.engine.cards import ModelCard, load_cards
+from app.engine.errors import ModelUnavailable, UnknownModel, WeightsMissing
+from app.engine.weights import WeightsStatus, locate_weights, read_state_dict
+
+logger = logging.getLogger(__name__)
+
+
+def build_architecture(card: ModelCard) -> nn.Module:
+    """Construct the card's network with freshly initialised weights; never downloads anything."""
+    arch = card.architecture
+    if arch.source == "timm":
+        import timm
+
+        return timm.create_model(arch.constructor, pretrained=False)
+    from torchvision.models import get_model
+
+    return get_model(arch.constructor, weights=None)
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet-1k class names in index order, as torchvision ships them (no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network ready for inference, with what the engine needs to know about it."""
+
+    card: ModelCard
+    module: nn.Module
+    trained: bool
+    labels: list[str] = field(repr=False)
+
+    @property
+    def input_size(self) -> int:
+        return self.card.preprocess.crop
+
+
+class ModelRegistry:
+    """Holds the cards and the modules built from them.
+
+    Each model loads at most once (a lock per model), on first use or from ``preload``; a model whose weights
+    fail to load keeps its error so the rest of the app goes on serving and ``/readyz`` can say why.
+    """
+
+    def __init__(
+        self,
+        cards: dict[str, ModelCard],
+        weights_dir: Path,
+        *,
+        default_id: str | None = None,
+        allow_untrained: bool = False,
+    ) -> None:
+        if default_id is not None and default_id not in cards:
+            raise ValueError(f"the default model '{default_id}' has no card; known: {', '.join(cards)}")
+        self.cards = cards
+        self._default_id = default_id
+        self.weights_dir = weights_dir
+        self.allow_untrained = allow_untrained
+        self._loaded: dict[str, LoadedModel] = {}
+        self._errors: dict[str, str] = {}
+        self._skeletons: dict[str, nn.Module] = {}
+        self._locks = {model_id: threading.Lock() for model_id in cards}
+
+    @classmethod
+    def from_folder(
+        cls, folder: Path, weights_dir: Path, *, default_id: str | None = None, allow_untrained: bool = False
+    ) -> ModelRegistry:
+        return cls(load_cards(folder), weights_dir, default_id=default_id, allow_untrained=allow_untrained)
+
+    @cached_property
+    def default_id(self) -> str:
+        if self._default_id is not None:
+            return self._default_id
+        defaults = [card.id for card in self.cards.values() if card.default]
+        return defaults[0] if defaults else next(iter(self.cards))
+
+    def card(self, model_id: str) -> ModelCard:
+        try:
+            return self.cards[model_id]
+        except KeyError:
+            raise UnknownModel(model_id) from None
+
+    def weights_status(self, model_id: str) -> WeightsStatus:
+        return locate_weights(self.card(model_id), self.weights_dir)
+
+    def is_loaded(self, model_id: str) -> bool:
+        return model_id in self._loaded
+
+    def load_error(self, model_id: str) -> str | None:
+        return self._errors.get(model_id)
+
+    def skeleton(self, model_id: str) -> nn.Module:
+        """The architecture on torch's ``meta`` device: shapes and structure at no memory cost, no weights."""
+        card = self.card(model_id)
+        with self._locks[model_id]:
+            if model_id not in self._skeletons:
+                with torch.device("meta"):
+                    self._skeletons[model_id] = build_architecture(card).eval()
+            return self._skeletons[model_id]
+
+    def get(self, model_id: str) -> LoadedModel:
+        """The loaded model, loading it on first call. Raises if its weights are missing or broken."""
+        card = self.card(model_id)
+        if model_id in self._loaded:
+            return self._loaded[model_id]
+        with self._locks[model_id]:
+            if model_id in self._loaded:
+                return self._loaded[model_id]
+            if model_id in self._errors:
+                raise ModelUnavailable(self._errors[model_id])
+            loaded = self._load(card)
+            self._loaded[model_id] = loaded
+            return loaded
+
+    def _load(self, card: ModelCard) -> LoadedModel:
+        status = locate_weights(card, self.weights_dir)
+        if not status.available and not self.allow_untrained:
+            raise WeightsMissing(status.reason)
+        module = build_architecture(card)
+        if status.available:
+            assert status.path is not None
+            try:
+                module.load_state_dict(read_state_dict(card, status.path, module))
+            except Exception as error:  # any failure to read weights leaves this model out, not the app
+                message = f"the weights of {card.name} at {status.path} could not be loaded: {error}"
+                self._errors[card.id] = message
+                logger.error(message)
+                raise ModelUnavailable(message) from error
+        else:
+            logger.warning("%s has no weights here; serving it untrained (random weights)", card.id)
+        module.eval().requires_grad_(False)
+        logger.info("loaded %s (%s)", card.id, "trained" if status.available else "untrained")
+        return LoadedModel(card=card, module=module, trained=status.available, labels=imagenet_categories())

@@ -1,0 +1,70 @@
+"""Activation maps to PNG: 8-bit palette images with a viridis palette, normalised per channel."""
+
+from __future__ import annotations
+
+import io
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+from PIL import Image
+
+# Palette index 255 is reserved for the transparent gaps between atlas tiles; maps use 0..254.
+_LEVELS = 255
+_GAP = 255
+
+
+@lru_cache(maxsize=1)
+def _palette() -> list[int]:
+    from matplotlib import colormaps
+
+    colours = colormaps["viridis"](np.linspace(0.0, 1.0, _LEVELS))[:, :3]
+    rgb = (colours * 255).round().astype(np.uint8).reshape(-1).tolist()
+    return rgb + [0, 0, 0]
+
+
+def normalise(maps: torch.Tensor) -> np.ndarray:
+    """Scale each (H, W) map of a (C, H, W) tensor to 0..254 by its own min and max (flat maps become 0)."""
+    flat = maps.reshape(maps.shape[0], -1).float()
+    low = flat.amin(dim=1, keepdim=True)
+    span = (flat.amax(dim=1, keepdim=True) - low).clamp_min(1e-12)
+    levels = ((flat - low) / span * (_LEVELS - 1)).round_().to(torch.uint8)
+    return levels.reshape(maps.shape).numpy()
+
+
+def _encode(levels: np.ndarray, transparent_gaps: bool = False) -> bytes:
+    height, width = levels.shape
+    image = Image.frombytes("P", (width, height), np.ascontiguousarray(levels).tobytes())
+    image.putpalette(_palette())
+    buffer = io.BytesIO()
+    # Level 1: these maps are small and fetched once; encoding speed matters more than the last bytes.
+    options: dict[str, object] = {"compress_level": 1}
+    if transparent_gaps:
+        options["transparency"] = _GAP
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def channel_png(activation: torch.Tensor) -> bytes:
+    """One (H, W) map as a palette PNG at its native resolution (the browser scales it without blur)."""
+    return _encode(normalise(activation.unsqueeze(0))[0])
+
+
+def atlas_png(activations: torch.Tensor, channels: list[int]) -> bytes:
+    """A near-square grid of the given channels of a (C, H, W) tensor, 1-px transparent gaps between tiles."""
+    levels = normalise(activations[channels])
+    count, height, width = levels.shape
+    columns, rows = atlas_grid(count)
+    sheet = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1), _GAP, dtype=np.uint8)
+    for tile, level in enumerate(levels):
+        row, column = divmod(tile, columns)
+        top, left = row * (height + 1), column * (width + 1)
+        sheet[top : top + height, left : left + width] = level
+    return _encode(sheet, transparent_gaps=True)
+
+
+def atlas_grid(count: int) -> tuple[int, int]:
+    """(columns, rows) of the atlas grid for ``count`` tiles, so clients can map a click to a channel."""
+    columns = math.ceil(math.sqrt(count)) if count else 0
+    return columns, (math.ceil(count / columns) if columns else 0)
