@@ -41,8 +41,8 @@ class Runtime:
             max_pixels=settings.max_image_pixels,
         )
         self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
-        self._admitted = 0
-        self._capacity = settings.inference_workers + settings.max_queued_analyses
+        self.admitted = 0
+        self.capacity = settings.inference_workers + settings.max_queued_analyses
         self.draining = False
         self.preload_error: str | None = None
         if settings.torch_threads:
@@ -52,9 +52,9 @@ class Runtime:
         """Run blocking ``work`` in the inference pool; refuse at once when the queue is full."""
         if self.draining:
             raise Overloaded("the server is shutting down; retry on another instance or in a moment")
-        if self._admitted >= self._capacity:
-            raise Overloaded(f"{self._admitted} analyses are already running or queued; retry in a few seconds")
-        self._admitted += 1
+        if self.admitted >= self.capacity:
+            raise Overloaded(f"{self.admitted} analyses are already running or queued; retry in a few seconds")
+        self.admitted += 1
         future = self._executor.submit(work, *args)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.analysis_timeout_s)
@@ -65,7 +65,7 @@ class Runtime:
                 "retry when the server is less busy"
             ) from None
         finally:
-            self._admitted -= 1
+            self.admitted -= 1
 
     def preload_default(self) -> None:
         try:

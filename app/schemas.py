@@ -107,6 +107,23 @@ class ChannelsPublic(BaseModel):
     offset: int
 
 
+class CachePublic(BaseModel):
+    analyses: int
+    bytes: int
+    budget_bytes: int
+
+
+class QueuePublic(BaseModel):
+    admitted: int = Field(description="Analyses running or waiting now.")
+    capacity: int = Field(description="Beyond this many, new analyses get 503.")
+
+
+class ServerPublic(BaseModel):
+    cache: CachePublic
+    queue: QueuePublic
+    loaded_models: list[str]
+
+
 class HealthPublic(BaseModel):
     status: str
 

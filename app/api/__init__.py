@@ -2,8 +2,9 @@
 
 from fastapi import APIRouter
 
-from app.api import analyses, models
+from app.api import analyses, models, server
 
 router = APIRouter(prefix="/api/v1")
 router.include_router(models.router)
 router.include_router(analyses.router)
+router.include_router(server.router)

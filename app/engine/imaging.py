@@ -102,14 +102,20 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _resize_and_crop(image: Image.Image, preprocess: Preprocess) -> Image.Image:
+    """Resize the short side to ``resize`` and take the centred ``crop`` square, in one resampling step.
+
+    Resampling only the box that ends up in the crop gives the same picture as resizing the whole image first,
+    at a cost bounded by the crop size: a 1×100000 image would otherwise be scaled to 256×25,600,000.
+    """
     width, height = image.size
-    scale = preprocess.resize / min(width, height)
-    # At least the crop on both sides, so extreme aspect ratios (1×10000) still fill the network's input.
-    new_size = (max(preprocess.crop, round(width * scale)), max(preprocess.crop, round(height * scale)))
-    resized = image.resize(new_size, _RESAMPLE[preprocess.interpolation], reducing_gap=3.0)
-    left = (new_size[0] - preprocess.crop) // 2
-    top = (new_size[1] - preprocess.crop) // 2
-    return resized.crop((left, top, left + preprocess.crop, top + preprocess.crop))
+    side = min(width, height) * preprocess.crop / preprocess.resize
+    left, top = (width - side) / 2, (height - side) / 2
+    return image.resize(
+        (preprocess.crop, preprocess.crop),
+        _RESAMPLE[preprocess.interpolation],
+        box=(left, top, left + side, top + side),
+        reducing_gap=3.0,
+    )
 
 
 def _to_tensor(view: Image.Image, preprocess: Preprocess) -> torch.Tensor:

@@ -64,9 +64,11 @@ def test_animation_contributes_its_first_frame():
     assert view[..., 0].mean() > 200 and view[..., 2].mean() < 60
 
 
-def test_extreme_aspect_ratio_still_fills_the_input():
-    prepared = prepare(encode(np.full((1, 3000, 3), 128, np.uint8), "PNG"))
+def test_extreme_aspect_ratio_still_fills_the_input_at_bounded_cost():
+    # Resizing the whole 1×100000 strip first would allocate 256 × 25.6 M pixels; only the crop box is resampled.
+    prepared = prepare(encode(np.full((1, 100_000, 3), 128, np.uint8), "PNG"))
     assert prepared.view.size == (224, 224)
+    assert np.asarray(prepared.view).mean() == pytest.approx(128, abs=1)
 
 
 def test_refusals():
