@@ -40,13 +40,19 @@ class Runtime:
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_image_pixels,
         )
-        self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
+        # torch's thread count is per OS thread here, so it is set inside each inference thread as it starts.
+        self._executor = ThreadPoolExecutor(
+            settings.inference_workers, thread_name_prefix="inference", initializer=self._set_torch_threads
+        )
         self.admitted = 0
         self.capacity = settings.inference_workers + settings.max_queued_analyses
         self.draining = False
         self.preload_error: str | None = None
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
+        self._set_torch_threads()
+
+    def _set_torch_threads(self) -> None:
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
 
     async def run(self, work: Callable[..., T], *args: object) -> T:
         """Run blocking ``work`` in the inference pool; refuse at once when the queue is full."""
