@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter
 
-from app.api import analyses, models, server
+from app.api import analyses, brain, models, server
 
 router = APIRouter(prefix="/api/v1")
 router.include_router(models.router)
 router.include_router(analyses.router)
+router.include_router(brain.router)
 router.include_router(server.router)
