@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from app.brain import IllustrativeAlignment, PublishedMapping
+
 
 class ErrorPublic(BaseModel):
     detail: str = Field(description="A sentence saying what went wrong and what to do about it.")
@@ -34,10 +36,28 @@ class LayerPublic(BaseModel):
     label: str | None = Field(None, description="Short human label; only curated layers have one.")
     curated: bool = Field(description="Curated layers are captured in every analysis.")
     shape: list[int] = Field(description="Output shape without the batch dimension, usually [C, H, W].")
+    rf_px: int | None = Field(
+        None, description="Theoretical receptive field side in input pixels (may exceed the image); None if not run."
+    )
+    stride_px: int | None = Field(None, description="Input pixels between neighbouring units (the jump).")
+    rf_deg: float | None = Field(
+        None,
+        description="Receptive field in degrees of visual angle at the configured field of view, clipped at the image.",
+    )
+    covers_input: bool | None = Field(None, description="True when the field spans the whole input image.")
 
 
 class ModelDetailPublic(ModelPublic):
+    fov_deg: float = Field(description="Visual angle the input spans; Brain-Score's convention is 8° for 224 px.")
     layers: list[LayerPublic]
+
+
+class AlignmentPublic(BaseModel):
+    model: str
+    fov_deg: float
+    published: list[PublishedMapping]
+    published_note: str | None = Field(None, description="Says so when no study published a map for this network.")
+    illustrative: IllustrativeAlignment
 
 
 class ImagePublic(BaseModel):

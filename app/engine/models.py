@@ -13,6 +13,7 @@ from torch import nn
 
 from app.engine.cards import ModelCard, load_cards
 from app.engine.errors import ModelUnavailable, UnknownModel, WeightsMissing
+from app.engine.receptive_field import ReceptiveField, receptive_fields
 from app.engine.weights import WeightsStatus, locate_weights, read_state_dict
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class ModelRegistry:
         self._loaded: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {}
         self._skeletons: dict[str, nn.Module] = {}
+        self._fields: dict[str, dict[str, ReceptiveField]] = {}
         self._locks = {model_id: threading.Lock() for model_id in cards}
 
     @classmethod
@@ -113,6 +115,13 @@ class ModelRegistry:
                 with torch.device("meta"):
                     self._skeletons[model_id] = build_architecture(card).eval()
             return self._skeletons[model_id]
+
+    def receptive_fields(self, model_id: str) -> dict[str, ReceptiveField]:
+        """Every module's theoretical receptive field at the card's input size, computed once from the skeleton."""
+        if model_id not in self._fields:
+            fields = receptive_fields(self.skeleton(model_id), self.card(model_id).preprocess.crop)
+            self._fields.setdefault(model_id, fields)
+        return self._fields[model_id]
 
     def get(self, model_id: str) -> LoadedModel:
         """The loaded model, loading it on first call. Raises if its weights are missing or broken."""
