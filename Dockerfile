@@ -78,5 +78,13 @@ VOLUME ["/weights"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-# CORTEXLENS_WORKERS uvicorn processes; each one loads its own models and keeps its own analysis cache.
-CMD ["sh", "-c", "exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --workers ${CORTEXLENS_WORKERS:-1}"]
+# CORTEXLENS_WORKERS uvicorn processes; each one loads its own models and keeps its own analysis cache. With more
+# than one, they must agree on the id secret and share finished analyses through a folder (CORTEXLENS_SHARED_DIR):
+# both are made here before uvicorn forks, unless given. The folder is memory-backed /dev/shm when writable (Docker
+# makes it 64 MB unless --shm-size says more; the app keeps within 3/4 of it), else /tmp.
+CMD ["sh", "-c", "if [ \"${CORTEXLENS_WORKERS:-1}\" -gt 1 ]; then \
+CORTEXLENS_ID_SECRET=\"${CORTEXLENS_ID_SECRET:-$(python3 -c 'import secrets; print(secrets.token_hex(32))')}\" || exit 1; \
+parent=/tmp; if [ -w /dev/shm ]; then parent=/dev/shm; fi; \
+CORTEXLENS_SHARED_DIR=\"${CORTEXLENS_SHARED_DIR:-$(mktemp -d $parent/cortexlens.XXXXXX)}\" || exit 1; \
+export CORTEXLENS_ID_SECRET CORTEXLENS_SHARED_DIR; fi; \
+exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --workers ${CORTEXLENS_WORKERS:-1}"]

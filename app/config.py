@@ -6,7 +6,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +49,15 @@ class Settings(BaseSettings):
         description="Key that makes analysis ids unguessable; random per process unless set.",
         repr=False,
     )
+    shared_dir: Path | None = Field(
+        None, description="Folder shared by worker processes for finished analyses; needed with several workers."
+    )
+
+    @field_validator("shared_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # CORTEXLENS_SHARED_DIR= (empty) must not mean the current directory.
+        return None if value == "" else value
 
 
 @lru_cache

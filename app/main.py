@@ -13,12 +13,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
 
-from app import api
+from app import api, web
 from app.config import Settings, get_settings
 from app.engine import errors
 from app.middleware import AccessLog, UploadLimit
+from app.openapi import document_errors_as_sent, method_not_allowed
 from app.runtime import Runtime
 from app.schemas import HealthPublic, ReadyPublic
+from app.security import SecurityHeaders
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ STATUS_OF_ERROR: dict[type[errors.EngineError], int] = {
     errors.UndecodableImage: 422,
     errors.ImageTooLarge: 413,
     errors.Overloaded: 503,
+    errors.UnknownExperiment: 404,
+    errors.ExperimentNotReady: 409,
+    errors.InvalidParameter: 422,
 }
 
 
@@ -45,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime: Runtime = app.state.runtime
+        runtime.start()
         preload = None
         if settings.preload:
             # Off the event loop, so /healthz answers while the default model loads and /readyz tells when it is done.
@@ -63,10 +69,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = Runtime(settings)
     app.include_router(api.router)
+    app.include_router(web.router)
+    app.mount("/static", web.static_files(), name="static")
     _install_error_handlers(app)
     _install_health(app)
     app.add_middleware(UploadLimit, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(AccessLog)
+    # Outermost, so that every response gets the headers, the upload limit's early 413 included.
+    app.add_middleware(SecurityHeaders, docs_paths=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
+    document_errors_as_sent(app)
+    app.add_exception_handler(405, method_not_allowed)
     return app
 
 

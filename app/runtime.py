@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from fastapi import Request
@@ -15,6 +15,7 @@ from app.config import Settings
 from app.engine.analysis import Analyser, Analysis
 from app.engine.errors import Overloaded
 from app.engine.models import ModelRegistry
+from app.engine.shared_store import SharedAnalyses
 from app.engine.store import AnalysisStore
 
 logger = logging.getLogger(__name__)
@@ -39,39 +40,52 @@ class Runtime:
             secret=settings.id_secret,
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_image_pixels,
+            shared=SharedAnalyses(settings.shared_dir, settings.cache_mb * 1_000_000) if settings.shared_dir else None,
         )
-        # torch's thread count is per OS thread here, so it is set inside each inference thread as it starts.
-        self._executor = ThreadPoolExecutor(
-            settings.inference_workers, thread_name_prefix="inference", initializer=self._set_torch_threads
-        )
+        self._executor: ThreadPoolExecutor | None = self._new_executor()
         self.admitted = 0
         self.capacity = settings.inference_workers + settings.max_queued_analyses
         self.draining = False
         self.preload_error: str | None = None
         self._set_torch_threads()
 
+    def _new_executor(self) -> ThreadPoolExecutor:
+        # torch's thread count is per OS thread here, so it is set inside each inference thread as it starts.
+        return ThreadPoolExecutor(
+            self.settings.inference_workers, thread_name_prefix="inference", initializer=self._set_torch_threads
+        )
+
     def _set_torch_threads(self) -> None:
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
 
     async def run(self, work: Callable[..., T], *args: object) -> T:
-        """Run blocking ``work`` in the inference pool; refuse at once when the queue is full."""
-        if self.draining:
+        """Run blocking ``work`` in the inference pool; refuse at once when the queue is full.
+
+        A place is held until the work itself ends, not just until its caller stops waiting: an analysis that
+        outlives its time limit still occupies a worker, so it still counts against ``capacity``.
+        """
+        if self.draining or self._executor is None:
             raise Overloaded("the server is shutting down; retry on another instance or in a moment")
         if self.admitted >= self.capacity:
             raise Overloaded(f"{self.admitted} analyses are already running or queued; retry in a few seconds")
         self.admitted += 1
         future = self._executor.submit(work, *args)
+        outcome = asyncio.wrap_future(future)
+        outcome.add_done_callback(self._release)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.analysis_timeout_s)
+            return await asyncio.wait_for(asyncio.shield(outcome), self.settings.analysis_timeout_s)
         except TimeoutError:
-            future.cancel()  # frees its place if it has not started; a running forward pass cannot be interrupted
+            future.cancel()  # frees its place at once if it has not started; a running forward pass runs to its end
             raise Overloaded(
                 f"the analysis took longer than {self.settings.analysis_timeout_s:g} s; "
                 "retry when the server is less busy"
             ) from None
-        finally:
-            self.admitted -= 1
+
+    def _release(self, outcome: asyncio.Future[Any]) -> None:
+        self.admitted -= 1
+        if not outcome.cancelled():
+            outcome.exception()  # retrieved, so that asyncio does not log an abandoned failure as "never retrieved"
 
     def preload_default(self) -> None:
         try:
@@ -80,8 +94,17 @@ class Runtime:
             self.preload_error = str(error)
             logger.exception("the default model %s could not be loaded", self.registry.default_id)
 
+    def start(self) -> None:
+        """Open for work at each lifespan start: one app may be served more than once (test clients end and
+        start its lifespan again), and a pool that has been shut down accepts nothing."""
+        if self._executor is None:
+            self._executor = self._new_executor()
+        self.draining = False
+
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=False)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=False)
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -96,7 +96,7 @@ async def read_upload(file: UploadFile, limit: int) -> bytes:
     "",
     status_code=201,
     response_model=AnalysisPublic,
-    responses=ERRORS,
+    responses={200: {"model": AnalysisPublic, "description": "Analysed before: the stored analysis"}, **ERRORS},
     summary="Analyse an image",
     description="Runs the image through the model once and returns predictions and per-layer statistics. "
     "The same image and model always give the same id, and are computed once while cached. "

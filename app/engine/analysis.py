@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import logging
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +22,10 @@ from app.engine.models import ModelRegistry
 from app.engine.stats import LayerStats, layer_stats
 from app.engine.store import AnalysisStore
 
+if TYPE_CHECKING:
+    from app.engine.shared_store import SharedAnalyses
+
+logger = logging.getLogger(__name__)
 TOP_PREDICTIONS = 5
 
 
@@ -80,14 +86,23 @@ class Analyser:
     """Computes analyses, keeps them in a bounded store and renders their pictures on demand.
 
     Ids are an HMAC of the image bytes and the model under a server-side secret: the same upload gets the same
-    id (and is computed once), while nobody who has not seen the image can guess it.
+    id (and is computed once), while nobody who has not seen the image can guess it. With ``shared``, finished
+    analyses are also written to a folder that other worker processes read when an id is not in their own store.
     """
 
     def __init__(
-        self, registry: ModelRegistry, store: AnalysisStore[Analysis], *, secret: str, max_bytes: int, max_pixels: int
+        self,
+        registry: ModelRegistry,
+        store: AnalysisStore[Analysis],
+        *,
+        secret: str,
+        max_bytes: int,
+        max_pixels: int,
+        shared: SharedAnalyses | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
+        self.shared = shared
         self._secret = secret.encode()
         self._max_bytes = max_bytes
         self._max_pixels = max_pixels
@@ -114,23 +129,42 @@ class Analyser:
             return pending.result(), False
         future = self._inflight[key]
         try:
-            analysis = self._compute(key, data, model_id)
+            analysis = self._load_shared(key)  # another worker process may have analysed this image already
+            computed = analysis is None
+            if analysis is None:
+                analysis = self._compute(key, data, model_id)
+                self._share(analysis)
         except BaseException as error:
             future.set_exception(error)
             raise
         else:
             self.store.put(analysis)
             future.set_result(analysis)
-            return analysis, True
+            return analysis, computed
         finally:
             with self._lock:
                 self._inflight.pop(key, None)
 
     def get(self, analysis_id: str) -> Analysis:
-        analysis = self.store.get(analysis_id)
+        analysis = self.store.get(analysis_id) or self._load_shared(analysis_id)
         if analysis is None:
             raise UnknownAnalysis(analysis_id)
         return analysis
+
+    def _load_shared(self, analysis_id: str) -> Analysis | None:
+        analysis = self.shared.load(analysis_id) if self.shared is not None else None
+        if analysis is not None:
+            self.store.put(analysis)
+        return analysis
+
+    def _share(self, analysis: Analysis) -> None:
+        if self.shared is None:
+            return
+        try:
+            self.shared.save(analysis)
+        except OSError:
+            # This worker still answers; other workers cannot, so the log says why their GETs answer 404.
+            logger.exception("analysis %s could not be written to the shared folder", analysis.id)
 
     def _compute(self, key: str, data: bytes, model_id: str) -> Analysis:
         started = time.perf_counter()

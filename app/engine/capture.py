@@ -31,7 +31,9 @@ def capture(
     def recorder(name: str):
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             if threading.get_ident() == owner and isinstance(output, torch.Tensor):
-                captured[name] = output
+                # A copy: the next module may work in place (AlexNet's ReLU(inplace=True) after each conv)
+                # and would otherwise turn this conv's recorded output into the ReLU's.
+                captured[name] = output.clone()
 
         return hook
 

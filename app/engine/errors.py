@@ -52,3 +52,19 @@ class ImageTooLarge(EngineError):
 
 class Overloaded(EngineError):
     """Too many analyses are queued or the analysis ran out of time; the client should retry later."""
+
+
+class UnknownExperiment(EngineError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"no experiment '{job_id}': it never existed or has been forgotten; "
+            "start one with POST /api/v1/experiments/orientation-tuning"
+        )
+
+
+class InvalidParameter(EngineError):
+    """A request parameter is well-formed but not usable (for example two analyses of different models)."""
+
+
+class ExperimentNotReady(EngineError):
+    """The experiment has no result (yet): it is queued or running, or it was cancelled or failed."""

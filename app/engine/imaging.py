@@ -18,6 +18,13 @@ Image.MAX_IMAGE_PIXELS = None
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
+# The formats we decode. Pillow can parse some forty more (EPS by running Ghostscript, FITS, SPIDER, PCD…), each a
+# parser exposed to untrusted bytes for no use here; MPO (phone JPEGs) is opened through JPEG.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+_FORMAT_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF or AVIF"
+# EXIF orientations that turn the picture a quarter turn, so that its displayed width is its stored height.
+_QUARTER_TURNS = {5, 6, 7, 8}
+
 
 @dataclass(frozen=True)
 class PreparedImage:
@@ -44,6 +51,8 @@ def prepare_image(data: bytes, preprocess: Preprocess, *, max_bytes: int, max_pi
     width, height = image.size
     image_format = image.format or "unknown"
     try:
+        if image.getexif().get(0x0112) in _QUARTER_TURNS:
+            width, height = height, width  # report the picture as displayed, as ``exif_transpose`` turns it
         # Draft mode lets JPEG decode at a reduced scale (free for large photos); it keeps at least the size asked.
         if image.format == "JPEG":
             image.draft("RGB", _draft_size(image.size, preprocess.resize))
@@ -59,11 +68,9 @@ def prepare_image(data: bytes, preprocess: Preprocess, *, max_bytes: int, max_pi
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise NotAnImage(
-            "the file is not an image in a format we can read (JPEG, PNG, GIF, WebP, BMP, TIFF…)"
-        ) from None
+        raise NotAnImage(f"the file is not an image in a format we can read ({_FORMAT_NAMES})") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise UndecodableImage(f"the image could not be decoded ({_reason(error)})") from error
     pixels = image.width * image.height
@@ -87,8 +94,8 @@ def _draft_size(size: tuple[int, int], target_short_side: int) -> tuple[int, int
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16- and 32-bit grayscale: stretch to 8 bits instead of clipping everything above 255 to white.
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit, 32-bit and float grayscale: stretch to 8 bits rather than clip everything outside 0–255.
         array = np.asarray(image, dtype=np.float32)
         low, high = float(array.min()), float(array.max())
         scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)

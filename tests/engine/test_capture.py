@@ -38,3 +38,9 @@ def test_concurrent_captures_on_one_module_do_not_mix():
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_outputs_are_recorded_before_a_following_in_place_op():
+    model = nn.Sequential(nn.Identity(), nn.ReLU(inplace=True))
+    _, captured = capture(model, ["0"], torch.tensor([[-1.0, 2.0]]))
+    assert captured["0"].tolist() == [[-1.0, 2.0]]

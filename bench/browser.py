@@ -1,0 +1,60 @@
+"""Time to full view: submit a photo in headless Chromium until the predictions and every atlas have loaded."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import BareForward, Server, distinct_photos
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ALL_ATLASES_LOADED = """() => {
+  const images = [...document.querySelectorAll("img.atlas-img, img.input-image")];
+  return document.querySelectorAll(".prediction-list li").length === 5
+    && images.length > 1 && images.every((image) => image.complete && image.naturalWidth > 0);
+}"""
+
+
+def time_to_full_view(forward: BareForward, srv: Server, runs: int = 7) -> dict:
+    """Median seconds from clicking Analyse to a fully loaded first view, ÷ the bare forward pass."""
+    from playwright.sync_api import sync_playwright
+
+    samples: list[float] = []
+    with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        photos = distinct_photos(runs + 1, seed=5)
+        for run in range(runs + 1):
+            path = Path(folder) / f"photo-{run}.jpg"
+            path.write_bytes(next(photos))
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{srv.url}/")
+            page.set_input_files("#file", str(path))
+            started = time.perf_counter()
+            page.click("#upload-form button[type=submit]")
+            page.wait_for_url(re.compile(r"/analyses/[0-9a-f]{32}$"), timeout=120_000)
+            page.wait_for_function(ALL_ATLASES_LOADED, timeout=120_000)
+            elapsed = time.perf_counter() - started
+            if run:  # the first run warms the browser's caches of CSS and JS
+                samples.append(elapsed)
+            page.close()
+        browser.close()
+    bare = forward.median(30)
+    ratio = statistics.median(samples) / bare
+    return {
+        "value": round(ratio, 2),
+        "target": "<= 5",
+        "ok": ratio <= 5,
+        "full_view_ms": round(statistics.median(samples) * 1000, 1),
+        "forward_ms": round(bare * 1000, 1),
+    }

@@ -1,0 +1,196 @@
+"""One function per figure of issue 'Performance'; each returns a dict with its value, target and details."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import threading
+import time
+from typing import Any
+
+import httpx
+import torch
+
+from bench.harness import BareForward, Server, distinct_photos, percentile, post_analysis, server
+
+Figure = dict[str, Any]
+
+
+def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 6, per_round: int = 10) -> Figure:
+    """POST latency ÷ bare forward, interleaved in rounds so drift on a busy machine hits both alike."""
+    photos = distinct_photos(rounds * per_round, seed=1)
+    posts: list[float] = []
+    forwards: list[float] = []
+    with httpx.Client(base_url=srv.url) as client:
+        post_analysis(client, next(distinct_photos(1, seed=99)))  # warm the path once
+        for _ in range(rounds):
+            forwards += [forward.once() for _ in range(per_round)]
+            for _ in range(per_round):
+                data = next(photos)
+                started = time.perf_counter()
+                post_analysis(client, data)
+                posts.append(time.perf_counter() - started)
+    ratio = statistics.median(posts) / statistics.median(forwards)
+    return {
+        "value": round(ratio, 3),
+        "target": "<= 1.25",
+        "ok": ratio <= 1.25,
+        "post_ms": round(statistics.median(posts) * 1000, 1),
+        "forward_ms": round(statistics.median(forwards) * 1000, 1),
+    }
+
+
+def throughput_and_health(forward: BareForward, srv: Server, analyses: int = 80, clients: int = 4) -> list[Figure]:
+    """4 concurrent clients' analyses/s ÷ bare forward/s, and /healthz p99 while they saturate the CPU."""
+    bare_per_s = 1 / forward.median(30)
+    photos = list(distinct_photos(analyses, seed=2))
+    health_ms: list[float] = []
+    stop = threading.Event()
+
+    def poll_health() -> None:
+        with httpx.Client(base_url=srv.url) as client:
+            while not stop.is_set():
+                started = time.perf_counter()
+                client.get("/healthz", timeout=10).raise_for_status()
+                health_ms.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.05)
+
+    def upload(share: list[bytes]) -> None:
+        with httpx.Client(base_url=srv.url) as client:
+            for data in share:
+                post_analysis(client, data)
+
+    poller = threading.Thread(target=poll_health)
+    workers = [threading.Thread(target=upload, args=(photos[i::clients],)) for i in range(clients)]
+    started = time.perf_counter()
+    poller.start()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    stop.set()
+    poller.join()
+    ratio = analyses / elapsed / bare_per_s
+    p99 = percentile(health_ms, 0.99)
+    return [
+        {
+            "name": "throughput",
+            "value": round(ratio, 3),
+            "target": ">= 0.8",
+            "ok": ratio >= 0.8,
+            "analyses_per_s": round(analyses / elapsed, 2),
+            "bare_forward_per_s": round(bare_per_s, 2),
+        },
+        {
+            "name": "healthz_p99_ms",
+            "value": round(p99, 1),
+            "target": "<= 20",
+            "ok": p99 <= 20,
+            "samples": len(health_ms),
+            "p50_ms": round(percentile(health_ms, 0.5), 1),
+        },
+    ]
+
+
+def memory_growth(analyses: int = 1000, cache_mb: int = 128) -> Figure:
+    """Server RSS growth from the 100th to the 1000th distinct analysis; the store must stay within budget."""
+    budget = cache_mb * 1_000_000
+    worst_cache = 0
+    with server(cache_mb=str(cache_mb)) as srv, httpx.Client(base_url=srv.url) as client:
+        rss_at_100 = 0.0
+        for index, data in enumerate(distinct_photos(analyses, seed=3), start=1):
+            body = post_analysis(client, data).json()
+            if index % 10 == 0:
+                # Fetch a few renders too: they are cached in the store and must count against its budget.
+                client.get(body["layers"][index % len(body["layers"])]["atlas_url"]).raise_for_status()
+                worst_cache = max(worst_cache, client.get("/api/v1/server").json()["cache"]["bytes"])
+            if index == 100:
+                rss_at_100 = srv.rss_mb()
+        rss_at_end = srv.rss_mb()
+    growth = rss_at_end - rss_at_100
+    return {
+        "value": round(growth, 1),
+        "target": "<= 50 MB, store within budget",
+        "ok": growth <= 50 and worst_cache <= budget,
+        "rss_at_100_mb": round(rss_at_100, 1),
+        "rss_at_end_mb": round(rss_at_end, 1),
+        "worst_cache_bytes": worst_cache,
+        "budget_bytes": budget,
+        "analyses": analyses,
+    }
+
+
+def cold_start(runs: int = 3) -> Figure:
+    """Seconds from process start to /readyz 200 with the default model."""
+    times = []
+    for _ in range(runs):
+        with server() as srv:
+            times.append(srv.started_s)
+    value = statistics.median(times)
+    return {"value": round(value, 2), "target": "<= 5 s", "ok": value <= 5, "runs_s": [round(t, 2) for t in times]}
+
+
+def against_peers(runs: int = 5) -> Figure:
+    """Our capture + statistics + atlas rendering vs torchlens' full capture and vs one PNG per channel (Quiver)."""
+    import numpy as np
+    import torchlens
+    from matplotlib import colormaps
+    from PIL import Image
+
+    from app.config import Settings
+    from app.engine import render
+    from app.engine.capture import capture
+    from app.engine.imaging import prepare_image
+    from app.engine.models import ModelRegistry
+    from app.engine.stats import layer_stats
+
+    settings = Settings()
+    registry = ModelRegistry.from_folder(settings.models_dir, settings.weights_dir)
+    model = registry.get(registry.default_id)
+    layers = [layer.name for layer in model.card.layers]
+    data = next(distinct_photos(1, seed=4))
+    batch = prepare_image(data, model.card.preprocess, max_bytes=10**8, max_pixels=10**8).tensor
+    viridis = colormaps["viridis"]
+
+    def ours() -> None:
+        _, captured = capture(model.module, layers, batch)
+        for name in layers:
+            activation = captured[name][0]
+            render.atlas_png(activation, layer_stats(activation).top_channels)
+
+    def torchlens_full() -> None:
+        torchlens.trace(model.module, batch)
+
+    def quiver_naive() -> None:
+        _, captured = capture(model.module, layers, batch)
+        for name in layers:
+            for channel in captured[name][0]:
+                values = channel.numpy()
+                span = float(values.max() - values.min()) or 1.0
+                rgb = (viridis((values - values.min()) / span)[..., :3] * 255).astype(np.uint8)
+                Image.fromarray(rgb).save(io.BytesIO(), format="PNG")
+
+    def median_s(work: Any) -> float:
+        work()
+        samples = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            work()
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples)
+
+    with torch.inference_mode():
+        ours_s = median_s(ours)
+        quiver_s = median_s(quiver_naive)
+    torchlens_s = median_s(torchlens_full)
+    return {
+        "value": round(torchlens_s / ours_s, 1),
+        "target": "report",
+        "ok": True,
+        "ours_ms": round(ours_s * 1000, 1),
+        "torchlens_full_capture_ms": round(torchlens_s * 1000, 1),
+        "torchlens_over_ours": round(torchlens_s / ours_s, 1),
+        "quiver_png_per_channel_ms": round(quiver_s * 1000, 1),
+        "quiver_over_ours": round(quiver_s / ours_s, 1),
+    }

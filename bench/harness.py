@@ -1,0 +1,126 @@
+"""What every figure needs: a real uvicorn server on loopback, distinct real photos, the bare forward pass."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import skimage.data
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = ("coffee", "chelsea", "astronaut", "rocket")
+THREADS = 2
+
+
+def distinct_photos(count: int, seed: int = 0) -> Iterator[bytes]:
+    """``count`` different JPEGs cut from scikit-image's real photos, so no analysis is a cache hit."""
+    rng = np.random.default_rng(seed)
+    sources = [getattr(skimage.data, name)() for name in PHOTOS]
+    for index in range(count):
+        source = sources[index % len(sources)]
+        height, width = source.shape[:2]
+        crop_h, crop_w = int(height * rng.uniform(0.7, 0.95)), int(width * rng.uniform(0.7, 0.95))
+        top, left = rng.integers(0, height - crop_h + 1), rng.integers(0, width - crop_w + 1)
+        patch = source[top : top + crop_h, left : left + crop_w]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(patch)).save(buffer, format="JPEG", quality=int(rng.integers(80, 95)))
+        yield buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    started_s: float
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+
+@contextmanager
+def server(**settings: str) -> Iterator[Server]:
+    """A real uvicorn process on a free loopback port, ready (``/readyz`` 200) when yielded."""
+    port = free_port()
+    env = {**os.environ, "CORTEXLENS_TORCH_THREADS": str(THREADS), "CORTEXLENS_ID_SECRET": "bench"}
+    env.update({f"CORTEXLENS_{key.upper()}": value for key, value in settings.items()})
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    started = time.perf_counter()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments, no user input
+        [*command, "--log-level", "warning"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not become ready (exit code {process.poll()})")
+            time.sleep(0.02)
+        yield Server(url, process, time.perf_counter() - started)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def post_analysis(client: httpx.Client, data: bytes) -> httpx.Response:
+    response = client.post("/api/v1/analyses", files={"file": ("photo.jpg", data, "image/jpeg")}, timeout=120)
+    response.raise_for_status()
+    return response
+
+
+class BareForward:
+    """The physical floor: the default model's forward pass alone, in this process, same thread count."""
+
+    def __init__(self) -> None:
+        from app.config import Settings
+        from app.engine.models import ModelRegistry
+
+        torch.set_num_threads(THREADS)
+        settings = Settings()
+        registry = ModelRegistry.from_folder(settings.models_dir, settings.weights_dir)
+        self.model = registry.get(registry.default_id).module
+        self.batch = torch.randn(1, 3, 224, 224)
+        self.once()
+
+    def once(self) -> float:
+        with torch.inference_mode():
+            started = time.perf_counter()
+            self.model(self.batch)
+            return time.perf_counter() - started
+
+    def median(self, runs: int) -> float:
+        return statistics.median(self.once() for _ in range(runs))
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
