@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         preload = None
         if settings.preload:
             # Off the event loop, so /healthz answers while the default model loads and /readyz tells when it is done.
-            preload = asyncio.get_running_loop().run_in_executor(None, runtime.preload_default)
+            preload = asyncio.wrap_future(runtime.preload_default())
         yield
         runtime.draining = True
         if preload is not None:

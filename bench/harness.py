@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,7 +16,8 @@ import skimage.data
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.live import live_server, rss_mb, server_env
+
 PHOTOS = ("coffee", "chelsea", "astronaut", "rocket")
 THREADS = 2
 
@@ -42,12 +39,6 @@ def distinct_photos(count: int, seed: int = 0) -> Iterator[bytes]:
         yield buffer.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Server:
     url: str
@@ -55,40 +46,16 @@ class Server:
     started_s: float
 
     def rss_mb(self) -> float:
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return rss_mb(self.process)
 
 
 @contextmanager
 def server(**settings: str) -> Iterator[Server]:
     """A real uvicorn process on a free loopback port, ready (``/readyz`` 200) when yielded."""
-    port = free_port()
-    env = {**os.environ, "CORTEXLENS_TORCH_THREADS": str(THREADS), "CORTEXLENS_ID_SECRET": "bench"}
-    env.update({f"CORTEXLENS_{key.upper()}": value for key, value in settings.items()})
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    started = time.perf_counter()
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments, no user input
-        [*command, "--log-level", "warning"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not become ready (exit code {process.poll()})")
-            time.sleep(0.02)
-        yield Server(url, process, time.perf_counter() - started)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    env = server_env({"torch_threads": THREADS, "id_secret": "bench", **settings}, keep_outer_settings=True)
+    # Polled often, so that ``started_s`` measures the start-up and not the polling interval.
+    with live_server(env, timeout_s=120, poll_s=0.02, extra_args=("--log-level", "warning")) as live:
+        yield Server(live.url, live.process, live.ready_after_s)
 
 
 def post_analysis(client: httpx.Client, data: bytes) -> httpx.Response:

@@ -130,6 +130,15 @@ def _svg(content: str) -> Response:
     return Response(content, media_type="image/svg+xml", headers=SVG_HEADERS)
 
 
+def _png(content: bytes) -> Response:
+    return Response(content, media_type="image/png", headers=IMMUTABLE)
+
+
+def _image_route(path: str, kind: Responses, *codes: int, tag: str, summary: str) -> Any:
+    """``router.get`` for a route that answers a PNG, SVG or .npy body (``kind``) or one of the errors ``codes``."""
+    return router.get(path, response_class=Response, responses={**kind, **_errors(*codes)}, tags=[tag], summary=summary)
+
+
 # Experiments ----------------------------------------------------------------------------------------------------
 
 EXPERIMENTS = "/experiments"
@@ -211,12 +220,15 @@ def _tuning_public(job_id: str, result: OrientationTuning) -> OrientationTuningP
     )
 
 
-def _finished_result(lab: Lab, job_id: str) -> OrientationTuning:
+def _finished_result(lab: Lab, job_id: str, layer: str | None = None) -> OrientationTuning:
+    """The finished experiment's result (409 until it is done), and with ``layer`` a check that it measured it."""
     job = lab.jobs.get(job_id)
     if job.status != "done" or not isinstance(job.result, OrientationTuning):
         raise ExperimentNotReady(
             f"experiment '{job_id}' is {job.status}; its results exist once GET {experiment_url(job_id)} says done"
         )
+    if layer is not None and layer not in job.result.labels:
+        raise UnknownLayer(layer, job.result.model_id)
     return job.result
 
 
@@ -295,20 +307,16 @@ def cancel_experiment(job_id: JobId, lab: LabDep) -> Any:
     return experiment_public(lab.jobs.cancel(job_id))
 
 
-@router.get(
+@_image_route(
     f"{EXPERIMENTS}/{{job_id}}/osi.svg",
-    response_class=Response,
-    responses={**SVG, **_errors(404, 409)},
-    tags=["experiments"],
+    SVG,
+    404,
+    409,
+    tag="experiments",
     summary="Orientation selectivity (OSI) by layer, stem to head",
 )
 def get_osi_chart(job_id: JobId, lab: LabDep) -> Response:
     return _svg(osi_chart(_finished_result(lab, job_id)))
-
-
-def _result_layer(result: OrientationTuning, layer: str) -> None:
-    if layer not in result.labels:
-        raise UnknownLayer(layer, result.model_id)
 
 
 @router.get(
@@ -319,8 +327,7 @@ def _result_layer(result: OrientationTuning, layer: str) -> None:
     summary="Every channel's tuning curve and indices in one layer",
 )
 def get_tuning_channels(job_id: JobId, layer: LayerName, lab: LabDep) -> TuningChannelsPublic:
-    result = _finished_result(lab, job_id)
-    _result_layer(result, layer)
+    result = _finished_result(lab, job_id, layer)
     tuning = result.layer(layer)
     data = [
         TuningChannelPublic(
@@ -345,11 +352,12 @@ def get_tuning_channels(job_id: JobId, layer: LayerName, lab: LabDep) -> TuningC
     )
 
 
-@router.get(
+@_image_route(
     f"{EXPERIMENTS}/{{job_id}}/layers/{{layer}}/tuning.svg",
-    response_class=Response,
-    responses={**SVG, **_errors(404, 409)},
-    tags=["experiments"],
+    SVG,
+    404,
+    409,
+    tag="experiments",
     summary="Polar tuning curves of a layer's most selective channels",
 )
 def get_tuning_chart(
@@ -358,8 +366,7 @@ def get_tuning_chart(
     lab: LabDep,
     count: Annotated[int, Query(ge=1, le=64, description="How many channels to draw.")] = 24,
 ) -> Response:
-    result = _finished_result(lab, job_id)
-    _result_layer(result, layer)
+    result = _finished_result(lab, job_id, layer)
     return _svg(tuning_chart(result, layer, count))
 
 
@@ -470,63 +477,67 @@ def _fields_public(model_id: str, measured: LayerFields, zoom: int, px_per_degre
     )
 
 
-@router.get(
+@_image_route(
     "/models/{model_id}/first-layer-filters/kernels.png",
-    response_class=Response,
-    responses={**PNG, **_errors(404, 409, 503)},
-    tags=["receptive fields"],
+    PNG,
+    404,
+    409,
+    503,
+    tag="receptive fields",
     summary="The first convolution's kernels as a tile grid",
 )
 async def get_kernels_png(model_id: ModelId, runtime: RuntimeDep, lab: LabDep) -> Response:
     runtime.registry.card(model_id)
     kernels = await runtime.run(lab.kernels, model_id)
-    return Response(kernels.png, media_type="image/png", headers=IMMUTABLE)
+    return _png(kernels.png)
 
 
-async def _rendered_fields(model_id: str, layer: str, method: str, runtime: Runtime, lab: Lab) -> RenderedFields:
+async def _rendered_fields(
+    model_id: ModelId, layer: LayerName, runtime: RuntimeDep, lab: LabDep, method: Method = "gradient"
+) -> RenderedFields:
     runtime.registry.card(model_id)
     return await runtime.run(lab.fields, model_id, layer, method)
 
 
-@router.get(
+FieldsDep = Annotated[RenderedFields, Depends(_rendered_fields)]
+
+
+@_image_route(
     "/models/{model_id}/first-layer-filters/{layer}/fields.png",
-    response_class=Response,
-    responses={**PNG, **_errors(404, 409, 503)},
-    tags=["receptive fields"],
+    PNG,
+    404,
+    409,
+    503,
+    tag="receptive fields",
     summary="A layer's linear receptive fields as a tile grid (RGB, symmetric around 0)",
 )
-async def get_fields_png(
-    model_id: ModelId, layer: LayerName, runtime: RuntimeDep, lab: LabDep, method: Method = "gradient"
-) -> Response:
-    rendered = await _rendered_fields(model_id, layer, method, runtime, lab)
-    return Response(rendered.fields_png, media_type="image/png", headers=IMMUTABLE)
+async def get_fields_png(rendered: FieldsDep) -> Response:
+    return _png(rendered.fields_png)
 
 
-@router.get(
+@_image_route(
     "/models/{model_id}/first-layer-filters/{layer}/fits.png",
-    response_class=Response,
-    responses={**PNG, **_errors(404, 409, 503)},
-    tags=["receptive fields"],
+    PNG,
+    404,
+    409,
+    503,
+    tag="receptive fields",
     summary="Each field's spatial profile beside its fitted Gabor",
 )
-async def get_fits_png(
-    model_id: ModelId, layer: LayerName, runtime: RuntimeDep, lab: LabDep, method: Method = "gradient"
-) -> Response:
-    rendered = await _rendered_fields(model_id, layer, method, runtime, lab)
-    return Response(rendered.fits_png, media_type="image/png", headers=IMMUTABLE)
+async def get_fits_png(rendered: FieldsDep) -> Response:
+    return _png(rendered.fits_png)
 
 
-@router.get(
+@_image_route(
     "/models/{model_id}/first-layer-filters/{layer}/r2.svg",
-    response_class=Response,
-    responses={**SVG, **_errors(404, 409, 503)},
-    tags=["receptive fields"],
+    SVG,
+    404,
+    409,
+    503,
+    tag="receptive fields",
     summary="Histogram of the Gabor fits' R² with the threshold",
 )
-async def get_r2_chart(
-    model_id: ModelId, layer: LayerName, runtime: RuntimeDep, lab: LabDep, method: Method = "gradient"
-) -> Response:
-    rendered = await _rendered_fields(model_id, layer, method, runtime, lab)
+async def get_r2_chart(rendered: FieldsDep) -> Response:
     return _svg(rendered.r2_svg)
 
 
@@ -544,10 +555,17 @@ def _cam_query(class_index: int | None, layer: str) -> str:
 
 
 async def _gradcam(
-    analysis_id: str, class_index: int | None, layer: str | None, runtime: Runtime, lab: Lab
+    analysis_id: AnalysisId,
+    runtime: RuntimeDep,
+    lab: LabDep,
+    class_index: ClassIndex = None,
+    layer: CamLayer = None,
 ) -> tuple[Analysis, RenderedGradCam]:
     analysis = runtime.analyser.get(analysis_id)
     return analysis, await runtime.run(lab.gradcam, analysis.model_id, analysis.id, analysis.view, layer, class_index)
+
+
+GradCamDep = Annotated[tuple[Analysis, RenderedGradCam], Depends(_gradcam)]
 
 
 @router.get(
@@ -560,14 +578,8 @@ async def _gradcam(
     "by the spatial mean of the class score's gradient, summed and rectified (Selvaraju et al. 2017, computed "
     "with captum's LayerGradCam). Returns the map at the layer's resolution and URLs of the overlay and array.",
 )
-async def get_gradcam(
-    analysis_id: AnalysisId,
-    runtime: RuntimeDep,
-    lab: LabDep,
-    class_index: ClassIndex = None,
-    layer: CamLayer = None,
-) -> GradCamPublic:
-    analysis, rendered = await _gradcam(analysis_id, class_index, layer, runtime, lab)
+async def get_gradcam(gradcam: GradCamDep, runtime: RuntimeDep, class_index: ClassIndex = None) -> GradCamPublic:
+    analysis, rendered = gradcam
     cam = rendered.cam
     query = _cam_query(class_index, cam.layer)
     card_layer = runtime.registry.card(analysis.model_id).layer(cam.layer)
@@ -588,39 +600,31 @@ async def get_gradcam(
     )
 
 
-@router.get(
+@_image_route(
     "/analyses/{analysis_id}/gradcam.png",
-    response_class=Response,
-    responses={**PNG, **_errors(404, 422, 503)},
-    tags=["analyses"],
+    PNG,
+    404,
+    422,
+    503,
+    tag="analyses",
     summary="Grad-CAM laid over the input as the network saw it",
 )
-async def get_gradcam_png(
-    analysis_id: AnalysisId,
-    runtime: RuntimeDep,
-    lab: LabDep,
-    class_index: ClassIndex = None,
-    layer: CamLayer = None,
-) -> Response:
-    _, rendered = await _gradcam(analysis_id, class_index, layer, runtime, lab)
-    return Response(rendered.overlay_png, media_type="image/png", headers=IMMUTABLE)
+async def get_gradcam_png(gradcam: GradCamDep) -> Response:
+    _, rendered = gradcam
+    return _png(rendered.overlay_png)
 
 
-@router.get(
+@_image_route(
     "/analyses/{analysis_id}/gradcam.npy",
-    response_class=Response,
-    responses={**NPY, **_errors(404, 422, 503)},
-    tags=["analyses"],
+    NPY,
+    404,
+    422,
+    503,
+    tag="analyses",
     summary="Grad-CAM upsampled to the input size (float32 H×W)",
 )
-async def get_gradcam_npy(
-    analysis_id: AnalysisId,
-    runtime: RuntimeDep,
-    lab: LabDep,
-    class_index: ClassIndex = None,
-    layer: CamLayer = None,
-) -> Response:
-    _, rendered = await _gradcam(analysis_id, class_index, layer, runtime, lab)
+async def get_gradcam_npy(analysis_id: AnalysisId, gradcam: GradCamDep) -> Response:
+    _, rendered = gradcam
     buffer = io.BytesIO()
     np.save(buffer, rendered.cam.upsampled.astype(np.float32), allow_pickle=False)
     filename = f"{analysis_id[:12]}-gradcam-{rendered.cam.layer}-{rendered.cam.class_index}.npy"
@@ -770,11 +774,12 @@ def get_comparison(comparison_id: ComparisonId, runtime: RuntimeDep) -> Comparis
     return _comparison_public(runtime, first, second, _compare(runtime, first, second))
 
 
-@router.get(
+@_image_route(
     "/comparisons/{comparison_id}/similarity.svg",
-    response_class=Response,
-    responses={**SVG, **_errors(404, 422)},
-    tags=["comparisons"],
+    SVG,
+    404,
+    422,
+    tag="comparisons",
     summary="Similarity of the two images against depth",
 )
 def get_comparison_chart(comparison_id: ComparisonId, runtime: RuntimeDep) -> Response:

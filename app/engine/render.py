@@ -25,12 +25,16 @@ def _palette() -> list[int]:
 
 
 def normalise(maps: torch.Tensor) -> np.ndarray:
-    """Scale each (H, W) map of a (C, H, W) tensor to 0..254 by its own min and max (flat maps become 0)."""
-    flat = maps.reshape(maps.shape[0], -1).float()
-    low = flat.amin(dim=1, keepdim=True)
-    span = (flat.amax(dim=1, keepdim=True) - low).clamp_min(1e-12)
-    levels = ((flat - low) / span * (_LEVELS - 1)).round_().to(torch.uint8)
-    return levels.reshape(maps.shape).numpy()
+    """Scale each (H, W) map of a (C, H, W) tensor to 0..254 by its own min and max (flat maps become 0).
+
+    NumPy rather than torch: renders run on the web server's threads, and each thread that calls torch gets an
+    OpenMP team of its own whose idle spinning would slow the inference thread on the same cores.
+    """
+    flat = maps.detach().reshape(maps.shape[0], -1).numpy().astype(np.float32, copy=False)
+    low = flat.min(axis=1, keepdims=True)
+    span = np.maximum(flat.max(axis=1, keepdims=True) - low, np.float32(1e-12))
+    levels = np.rint((flat - low) / span * np.float32(_LEVELS - 1)).astype(np.uint8)
+    return levels.reshape(tuple(maps.shape))
 
 
 def _encode(levels: np.ndarray, transparent_gaps: bool = False) -> bytes:

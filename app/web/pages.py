@@ -181,6 +181,10 @@ def analysis_page(analysis_id: str, request: Request, runtime: RuntimeDep) -> HT
         return not_found(request, str(error))
     context = analysis_context(runtime, analysis)
     context.update(explorer_context(runtime, analysis, _default_explorer_layer(analysis), 0))
+    # Imported here: app.web.lab builds on this module's helpers.
+    from app.web.lab import analysis_lab_context
+
+    context.update(analysis_lab_context(request, runtime, analysis))
     return render(request, "pages/analysis.html", context)
 
 

@@ -4,12 +4,7 @@ First two apps in this process standing in for two workers, then two real uvicor
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +12,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import PROJECT_ROOT
 from app.main import create_app
 from tests.conftest import jpeg, make_settings, wait_ready
-from tests.robustness.server import free_port
+from tests.live import live_server, server_env
 
 
 @pytest.fixture(scope="module")
@@ -71,48 +65,22 @@ def test_unknown_ids_are_still_404(workers: tuple[TestClient, TestClient, Path],
 @pytest.mark.timeout(300)
 def test_two_real_worker_processes_answer_for_each_other(tmp_path: Path) -> None:
     """``cortexlens serve --workers 2`` with nothing configured: the cli makes the secret and the folder."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CORTEXLENS_")}
-    env["CORTEXLENS_WEIGHTS_DIR"] = str(tmp_path / "weights")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
+    env = server_env({"weights_dir": tmp_path / "weights"})
     log = tmp_path / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        wait_until_ready(url, process, log)
+    with live_server(env, workers=2, cli=True, log_path=log, stop_timeout_s=60) as server:
         posted = httpx.post(
-            f"{url}/api/v1/analyses",
+            f"{server.url}/api/v1/analyses",
             files={"file": ("coffee.jpg", jpeg("coffee"), "image/jpeg")},
             timeout=120,
             trust_env=False,
         )
         assert posted.status_code == 201, posted.text
-        atlas_url = url + posted.json()["layers"][3]["atlas_url"]
+        atlas_url = server.url + posted.json()["layers"][3]["atlas_url"]
         # A new connection each time, so the kernel hands them to either worker.
         statuses = [httpx.get(atlas_url, timeout=30, trust_env=False).status_code for _ in range(12)]
         assert statuses == [200] * 12, f"{statuses}\n{log.read_text(errors='replace')[-3000:]}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
     text = log.read_text(errors="replace")
     folder = re.search(r"share finished analyses in (\S+)", text)
     assert folder is not None, text[-3000:]
     assert not Path(folder.group(1)).exists(), "the cli's private folder outlived the server"
     assert re.search(r"[0-9a-f]{64}", text) is None, "something like the id secret was logged"
-
-
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/readyz", timeout=5, trust_env=False).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"{url}/readyz not 200 after {timeout:g} s:\n{log.read_text()[-3000:]}")

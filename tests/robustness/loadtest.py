@@ -34,7 +34,7 @@ UPLOAD_SHARE = 0.25  # the rest are map fetches: atlases, single channels and in
 MAX_REQUESTS = 200_000  # a bound on the count, whatever the duration
 REQUEST_TIMEOUT_S = 90.0
 RECENT = 16  # map fetches go to the analyses uploaded last
-TOP_UP = 100  # photos made at a time when the pool runs low
+TOP_UP = 200  # photos made at a time when the pool runs low (a quiet machine analyses about 20 a second)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -148,7 +148,7 @@ async def run_load(url: str, seconds: float, clients: int, server: Server | None
         raise ValueError(f"the load test only targets this machine (127.0.0.1), not {url}")
     # Distinct photos, so that no upload is answered from the store: a pool made beforehand, topped up while
     # the test runs if the server gets through it (``uploads_left`` in the figures says it never ran dry).
-    uploads = distinct_jpegs(max(50, int(seconds * 15)), seed=seed)
+    uploads = distinct_jpegs(max(50, int(seconds * 25)), seed=seed)
     rng = random.Random(seed)
     tally = Tally()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)

@@ -6,12 +6,7 @@ through Playwright routing), so an inline script or style fails here even if no 
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,73 +17,30 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, Route, sync_playwright
 
 from tests.conftest import jpeg
+from tests.live import CHROMIUM, CHROMIUM_ARGS, server_env
+from tests.live import live_server as live
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'"
 # Small enough that the browser test can build a file over it; the page must enforce exactly this.
 LIVE_MAX_UPLOAD_BYTES = 3_000_000
 STARTUP_TIMEOUT_S = 180
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of ``uvicorn app.main:app`` in a subprocess, once ``/readyz`` says the default model is loaded."""
     tmp = tmp_path_factory.mktemp("live")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "CORTEXLENS_ID_SECRET": "browser-test-secret",
-        "CORTEXLENS_WEIGHTS_DIR": str(tmp / "weights"),
-        "CORTEXLENS_CACHE_MB": "512",
-        "CORTEXLENS_MAX_UPLOAD_BYTES": str(LIVE_MAX_UPLOAD_BYTES),
+    settings = {
+        "id_secret": "browser-test-secret",
+        "weights_dir": tmp / "weights",
+        "cache_mb": 512,
+        "max_upload_bytes": LIVE_MAX_UPLOAD_BYTES,
     }
-    log_path = tmp / "uvicorn.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"uvicorn exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the server was not ready in {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    env = server_env(settings, keep_outer_settings=True)
+    with live(env, log_path=tmp / "uvicorn.log", timeout_s=STARTUP_TIMEOUT_S, stop_timeout_s=20) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
