@@ -151,7 +151,9 @@ async def run_load(url: str, seconds: float, clients: int, server: Server | None
     uploads = distinct_jpegs(max(50, int(seconds * 25)), seed=seed)
     rng = random.Random(seed)
     tally = Tally()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # uvicorn closes idle connections after 5 s, httpx's default expiry: a client back from a 5-s Retry-After
+    # would race the server's close. Expiring sooner is what a well-behaved client of this server does.
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2.0)
     timeout = httpx.Timeout(REQUEST_TIMEOUT_S)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout, trust_env=False) as http:
         for data in [uploads.pop() for _ in range(4)]:  # warm-up: analyses to fetch maps from
