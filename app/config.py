@@ -39,7 +39,9 @@ class Settings(BaseSettings):
         False, description="Serve models whose weights are missing with random initial weights instead of refusing."
     )
     preload: bool = Field(True, description="Load the default model at start-up instead of on first use.")
-    inference_workers: int = Field(1, ge=1, description="Analyses computed at once; more queue behind them.")
+    inference_workers: int = Field(
+        2, ge=1, description="Analyses computed at once (they share the cores); more queue behind them."
+    )
     max_queued_analyses: int = Field(
         16, ge=0, description="Analyses allowed to wait for a worker; beyond that the server answers 503."
     )

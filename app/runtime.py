@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -47,6 +48,9 @@ class Runtime:
         self.capacity = settings.inference_workers + settings.max_queued_analyses
         self.draining = False
         self.preload_error: str | None = None
+        self._threads = settings.torch_threads or torch.get_num_threads()
+        self._running = 0
+        self._running_lock = threading.Lock()
         self._set_torch_threads()
 
     def _new_executor(self) -> ThreadPoolExecutor:
@@ -59,6 +63,19 @@ class Runtime:
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
 
+    def _run_sized(self, work: Callable[..., T], *args: object) -> T:
+        """Run ``work`` with the cores shared among the analyses running now: all of them for one analysis
+        alone (lowest latency), an equal share each under load (no two thread teams fighting for one core)."""
+        with self._running_lock:
+            self._running += 1
+            share = max(1, self._threads // self._running)
+        torch.set_num_threads(share)
+        try:
+            return work(*args)
+        finally:
+            with self._running_lock:
+                self._running -= 1
+
     async def run(self, work: Callable[..., T], *args: object) -> T:
         """Run blocking ``work`` in the inference pool; refuse at once when the queue is full.
 
@@ -70,7 +87,7 @@ class Runtime:
         if self.admitted >= self.capacity:
             raise Overloaded(f"{self.admitted} analyses are already running or queued; retry in a few seconds")
         self.admitted += 1
-        future = self._executor.submit(work, *args)
+        future = self._executor.submit(self._run_sized, work, *args)
         outcome = asyncio.wrap_future(future)
         outcome.add_done_callback(self._release)
         try:
