@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import time
@@ -28,7 +29,7 @@ class UploadLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
 
         received = 0
@@ -41,7 +42,7 @@ class UploadLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_body:
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(scope, send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -55,22 +56,36 @@ class UploadLimit:
             if not refused:
                 raise  # the app failed on its own; only errors from the cut-off body are ours to swallow
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"the upload is larger than the limit of {self.max_upload_bytes:,} bytes"}
-        ).encode()
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        sentence = f"the upload is larger than the limit of {self.max_upload_bytes:,} bytes"
+        if _wants_page(scope):
+            # A form posted without JavaScript: a page a person can read and leave, not JSON.
+            body = (
+                '<!doctype html><html lang="en"><meta charset="utf-8"><title>Upload too large · cortexlens</title>'
+                f"<h1>Upload too large</h1><p>{html.escape(sentence.capitalize())}.</p>"
+                '<p><a href="/">Back to cortexlens</a></p></html>'
+            ).encode()
+            content_type = b"text/html; charset=utf-8"
+        else:
+            body = json.dumps({"detail": sentence}).encode()
+            content_type = b"application/json"
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
                 "headers": [
-                    (b"content-type", b"application/json"),
+                    (b"content-type", content_type),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _wants_page(scope: Scope) -> bool:
+    headers = dict(scope["headers"])
+    return not scope["path"].startswith("/api/") and b"text/html" in headers.get(b"accept", b"")
 
 
 class AccessLog:
