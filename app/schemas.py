@@ -157,7 +157,7 @@ class ReadyPublic(BaseModel):
     detail: str | None = None
 
 
-# Lab (issue 5): experiments run on the network. Request and response shapes of app/api/lab.py.
+# Lab: experiments run on the network. Request and response shapes of app/api/lab.py.
 
 MAX_TUNING_STIMULI = 1200
 

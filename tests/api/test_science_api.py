@@ -1,4 +1,4 @@
-"""Receptive fields and layer → area alignment as the API serves them (issue: science)."""
+"""Receptive fields and layer → area alignment as the API serves them."""
 
 import pytest
 

@@ -112,7 +112,7 @@ def _add_csp(route: Route) -> None:
         route.continue_()
         return
     response = route.fetch()
-    # Enforce the policy of the brief on top of whatever the server sends: a browser applies every policy given.
+    # Enforce the production policy on top of whatever the server sends: a browser applies every policy given.
     policies = [value for value in (response.headers.get("content-security-policy"), CSP) if value]
     route.fulfill(response=response, headers={**response.headers, "content-security-policy": ", ".join(policies)})
 
