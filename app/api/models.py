@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 
 from app.brain import illustrative_alignment, published_mappings
-from app.engine.capture import module_names, output_shapes
+from app.engine.capture import module_names
 from app.engine.receptive_field import rf_in_degrees
 from app.runtime import Runtime, get_runtime
 from app.schemas import AlignmentPublic, ErrorPublic, LayerPublic, ModelDetailPublic, ModelPublic, ModelsPublic
@@ -51,7 +51,7 @@ def model_layers(runtime: Runtime, model_id: str, *, every_module: bool = False)
     skeleton = registry.skeleton(model_id)
     curated = {layer.name: layer.label for layer in card.layers}
     names = module_names(skeleton) if every_module else list(curated)
-    shapes = output_shapes(skeleton, card.preprocess.crop, names)
+    shapes = registry.output_shapes(model_id)
     fields = registry.receptive_fields(model_id)
     layers = []
     for name in names:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from app.engine.capture import output_shapes
 from app.engine.cards import ModelCard, load_cards
 from app.engine.errors import ModelUnavailable, UnknownModel, WeightsMissing
 from app.engine.receptive_field import ReceptiveField, receptive_fields
@@ -77,6 +78,7 @@ class ModelRegistry:
         self._errors: dict[str, str] = {}
         self._skeletons: dict[str, nn.Module] = {}
         self._fields: dict[str, dict[str, ReceptiveField]] = {}
+        self._shapes: dict[str, dict[str, tuple[int, ...]]] = {}
         self._locks = {model_id: threading.Lock() for model_id in cards}
 
     @classmethod
@@ -122,6 +124,16 @@ class ModelRegistry:
             fields = receptive_fields(self.skeleton(model_id), self.card(model_id).preprocess.crop)
             self._fields.setdefault(model_id, fields)
         return self._fields[model_id]
+
+    def output_shapes(self, model_id: str) -> dict[str, tuple[int, ...]]:
+        """Every module's output shape (no batch dimension), in network order, computed once from the skeleton.
+
+        Modules the forward pass never calls (drop-path at inference) are absent.
+        """
+        if model_id not in self._shapes:
+            shapes = output_shapes(self.skeleton(model_id), self.card(model_id).preprocess.crop)
+            self._shapes.setdefault(model_id, shapes)
+        return self._shapes[model_id]
 
     def get(self, model_id: str) -> LoadedModel:
         """The loaded model, loading it on first call. Raises if its weights are missing or broken."""
