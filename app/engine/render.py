@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import math
-from functools import lru_cache
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from PIL import Image
 
 # Palette index 255 is reserved for the transparent gaps between atlas tiles; maps use 0..254.
@@ -15,13 +15,15 @@ _LEVELS = 255
 _GAP = 255
 
 
-@lru_cache(maxsize=1)
-def _palette() -> list[int]:
-    from matplotlib import colormaps
-
+def _viridis_palette() -> list[int]:
     colours = colormaps["viridis"](np.linspace(0.0, 1.0, _LEVELS))[:, :3]
     rgb = (colours * 255).round().astype(np.uint8).reshape(-1).tolist()
     return rgb + [0, 0, 0]
+
+
+# Built at import, in the thread that starts the app: a lazy first import of matplotlib from many render threads at
+# once could race, and a failed render leaves an image broken in the browser.
+_PALETTE = _viridis_palette()
 
 
 def normalise(maps: torch.Tensor) -> np.ndarray:
@@ -40,7 +42,7 @@ def normalise(maps: torch.Tensor) -> np.ndarray:
 def _encode(levels: np.ndarray, transparent_gaps: bool = False) -> bytes:
     height, width = levels.shape
     image = Image.frombytes("P", (width, height), np.ascontiguousarray(levels).tobytes())
-    image.putpalette(_palette())
+    image.putpalette(_PALETTE)
     buffer = io.BytesIO()
     # Level 1: these maps are small and fetched once; encoding speed matters more than the last bytes.
     options: dict[str, object] = {"compress_level": 1}

@@ -7,6 +7,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from matplotlib import colormaps  # the colour table only, imported at start-up; no figure or pyplot state
 from PIL import Image
 
 _GAP = 2
@@ -91,7 +92,6 @@ def _pairs_sheet(joined: np.ndarray, width: int, zoom: int) -> bytes:
 
 @lru_cache(maxsize=1)
 def _inferno() -> np.ndarray:
-    from matplotlib import colormaps  # the colour table only; no figure or pyplot state
 
     return (colormaps["inferno"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.float32)
 
