@@ -71,7 +71,10 @@ def _layer_public(analysis_id: str, layer: LayerResult) -> LayerAnalysisPublic:
         label=layer.label,
         shape=list(layer.shape),
         stats=StatsPublic(mean=stats.mean, max=stats.max, sparsity=stats.sparsity),
-        top_channels=[ChannelPublic(index=i, mean=float(stats.channel_means[i])) for i in stats.top_channels],
+        top_channels=[
+            ChannelPublic(index=i, mean=mean)
+            for i, mean in zip(stats.top_channels, stats.channel_means[stats.top_channels].tolist(), strict=True)
+        ],
         atlas_url=f"{base}/atlas.png",
         atlas=AtlasGridPublic(columns=columns, rows=rows, channels=stats.top_channels),
         activations_url=f"{base}/activations.npy",
@@ -187,7 +190,7 @@ def list_channels(
     limit: Annotated[int, Query(ge=1, le=256)] = 64,
 ) -> ChannelsPublic:
     result = runtime.analyser.get(analysis_id).layer(layer)
-    order = channels_by_activation(result.stats)
+    order = channels_by_activation(result.stats.channel_means)
     page = order[offset : offset + limit]
     return ChannelsPublic(
         data=[

@@ -155,8 +155,8 @@ def _arrays(analysis: Analysis) -> dict[str, np.ndarray]:
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), "view": analysis.view}
     for i, layer in enumerate(analysis.layers.values()):
         arrays[f"activation_{i}"] = layer.activation.numpy()
-        arrays[f"channel_means_{i}"] = layer.stats.channel_means.numpy()
-        arrays[f"channel_maxes_{i}"] = layer.stats.channel_maxes.numpy()
+        arrays[f"channel_means_{i}"] = layer.stats.channel_means
+        arrays[f"channel_maxes_{i}"] = layer.stats.channel_maxes
     return arrays
 
 
@@ -172,8 +172,8 @@ def _analysis(analysis_id: str, arrays: dict[str, np.ndarray]) -> Analysis:
             mean=float(layer["mean"]),
             max=float(layer["max"]),
             sparsity=float(layer["sparsity"]),
-            channel_means=torch.from_numpy(_expect(arrays[f"channel_means_{i}"], np.float32, 1, channels)),
-            channel_maxes=torch.from_numpy(_expect(arrays[f"channel_maxes_{i}"], np.float32, 1, channels)),
+            channel_means=_expect(arrays[f"channel_means_{i}"], np.float32, 1, channels),
+            channel_maxes=_expect(arrays[f"channel_maxes_{i}"], np.float32, 1, channels),
             top_channels=[int(c) for c in layer["top_channels"]],
         )
         if not all(0 <= c < channels for c in stats.top_channels):

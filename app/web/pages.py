@@ -215,7 +215,7 @@ def channel_page(analysis_id: str, layer: str, channel: int, request: Request, r
         check_channel(result, channel)
     except (UnknownAnalysis, UnknownLayer, UnknownChannel) as error:
         return not_found(request, str(error))
-    order = channels_by_activation(result.stats)
+    order = channels_by_activation(result.stats.channel_means)
     rank = order.index(channel) + 1
     detail = list_channels(analysis.id, layer, runtime, offset=rank - 1, limit=1).data[0]
     public = analysis_public(analysis)
