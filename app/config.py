@@ -40,10 +40,10 @@ class Settings(BaseSettings):
     )
     preload: bool = Field(True, description="Load the default model at start-up instead of on first use.")
     inference_workers: int = Field(
-        1,
-        ge=1,
-        description="Analyses computed at once (they share the cores); more queue behind them. One is fastest on "
-        "a small machine: every inference thread keeps an OpenMP team of its own, and idle teams spin.",
+        0,
+        ge=0,
+        description="Analyses computed at once; more queue behind them. 0: one per torch thread. Alone, an "
+        "analysis uses every thread; side by side, each uses one (more analyses per second on the same cores).",
     )
     max_queued_analyses: int = Field(
         16, ge=0, description="Analyses allowed to wait for a worker; beyond that the server answers 503."

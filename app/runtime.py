@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import torch
@@ -15,6 +14,7 @@ from fastapi import Request
 from app.config import Settings
 from app.engine.analysis import Analyser, Analysis
 from app.engine.errors import Overloaded
+from app.engine.inference_pool import InferencePool
 from app.engine.models import ModelRegistry
 from app.engine.shared_store import SharedAnalyses
 from app.engine.store import AnalysisStore
@@ -24,8 +24,9 @@ T = TypeVar("T")
 
 
 class Runtime:
-    """Built once per app. Analyses run in a small thread pool of their own so that concurrent requests queue
-    instead of oversubscribing the cores, and the queue is bounded so overload is answered with 503."""
+    """Built once per app. Analyses run in an inference pool of their own (see ``app.engine.inference_pool``) so
+    that concurrent requests share the cores instead of oversubscribing them, and the queue is bounded so overload
+    is answered with 503."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -43,38 +44,13 @@ class Runtime:
             max_pixels=settings.max_image_pixels,
             shared=SharedAnalyses(settings.shared_dir, settings.cache_mb * 1_000_000) if settings.shared_dir else None,
         )
-        self._executor: ThreadPoolExecutor | None = self._new_executor()
+        self.threads = settings.torch_threads or torch.get_num_threads()
+        self.workers = settings.inference_workers or self.threads
+        self._pool: InferencePool | None = InferencePool(self.workers, self.threads)
         self.admitted = 0
-        self.capacity = settings.inference_workers + settings.max_queued_analyses
+        self.capacity = self.workers + settings.max_queued_analyses
         self.draining = False
         self.preload_error: str | None = None
-        self._threads = settings.torch_threads or torch.get_num_threads()
-        self._running = 0
-        self._running_lock = threading.Lock()
-        self._set_torch_threads()
-
-    def _new_executor(self) -> ThreadPoolExecutor:
-        # torch's thread count is per OS thread here, so it is set inside each inference thread as it starts.
-        return ThreadPoolExecutor(
-            self.settings.inference_workers, thread_name_prefix="inference", initializer=self._set_torch_threads
-        )
-
-    def _set_torch_threads(self) -> None:
-        if self.settings.torch_threads:
-            torch.set_num_threads(self.settings.torch_threads)
-
-    def _run_sized(self, work: Callable[..., T], *args: object) -> T:
-        """Run ``work`` with the cores shared among the analyses running now: all of them for one analysis
-        alone (lowest latency), an equal share each under load (no two thread teams fighting for one core)."""
-        with self._running_lock:
-            self._running += 1
-            share = max(1, self._threads // self._running)
-        torch.set_num_threads(share)
-        try:
-            return work(*args)
-        finally:
-            with self._running_lock:
-                self._running -= 1
 
     async def run(self, work: Callable[..., T], *args: object) -> T:
         """Run blocking ``work`` in the inference pool; refuse at once when the queue is full.
@@ -82,12 +58,12 @@ class Runtime:
         A place is held until the work itself ends, not just until its caller stops waiting: an analysis that
         outlives its time limit still occupies a worker, so it still counts against ``capacity``.
         """
-        if self.draining or self._executor is None:
+        if self.draining or self._pool is None:
             raise Overloaded("the server is shutting down; retry on another instance or in a moment")
         if self.admitted >= self.capacity:
             raise Overloaded(f"{self.admitted} analyses are already running or queued; retry in a few seconds")
         self.admitted += 1
-        future = self._executor.submit(self._run_sized, work, *args)
+        future = self._pool.submit(work, *args)
         outcome = asyncio.wrap_future(future)
         outcome.add_done_callback(self._release)
         try:
@@ -105,13 +81,10 @@ class Runtime:
             outcome.exception()  # retrieved, so that asyncio does not log an abandoned failure as "never retrieved"
 
     def preload_default(self) -> Future[None]:
-        """Load the default model and run it once, on the inference thread itself.
-
-        torch's OpenMP gives every calling thread a team of its own, and an idle team busy-waits on the same
-        cores: loading on another thread made every later forward pass about twice as slow on two cores.
-        """
-        assert self._executor is not None
-        return self._executor.submit(self._load_and_warm_default)
+        """Load the default model and run it once, on the pool's first worker: submitted before any request, it
+        lands there, and the thread that will run most forward passes is the one that has touched the weights."""
+        assert self._pool is not None
+        return self._pool.submit(self._load_and_warm_default)
 
     def _load_and_warm_default(self) -> None:
         try:
@@ -125,14 +98,14 @@ class Runtime:
     def start(self) -> None:
         """Open for work at each lifespan start: one app may be served more than once (test clients end and
         start its lifespan again), and a pool that has been shut down accepts nothing."""
-        if self._executor is None:
-            self._executor = self._new_executor()
+        if self._pool is None:
+            self._pool = InferencePool(self.workers, self.threads)
         self.draining = False
 
     def shutdown(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=False)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
 
 
 def get_runtime(request: Request) -> Runtime:

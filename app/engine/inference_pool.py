@@ -1,0 +1,110 @@
+"""Threads that run forward passes, sized so that torch's OpenMP threads never outnumber the cores.
+
+Two facts about torch on the CPU shape this (both measured on the 2-core machine in ``docs/performance.md``):
+
+- OpenMP gives every OS thread that runs a parallel region a team of its own, and libgomp busy-waits only while
+  its threads do not outnumber the cores. One extra team, even an idle one, made every forward pass about twice as
+  slow. A thread that only ever runs with one thread has no team.
+- One forward pass on two threads is only about 1.2× faster than on one, so two one-thread passes side by side
+  finish more analyses per second than two-thread passes one after another.
+
+So the first worker is the only one that ever runs with several threads: alone, it uses them all (lowest
+latency); while other workers are busy it leaves a core to each of them, and they run with one thread each.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Job:
+    work: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: Future[Any] = field(default_factory=Future)
+
+
+class InferencePool:
+    """Run blocking work on ``workers`` threads sharing ``threads`` torch threads; first come, first served.
+
+    ``submit`` returns a future that can be cancelled until its work starts. Work submitted while every worker is
+    idle goes to the first worker.
+    """
+
+    def __init__(self, workers: int, threads: int) -> None:
+        self.threads = threads
+        self._workers = [ThreadPoolExecutor(1, thread_name_prefix=f"inference-{i}") for i in range(workers)]
+        self._idle = list(range(workers))  # kept sorted, so that the first worker is taken first
+        self._pending: deque[_Job] = deque()
+        self._lock = threading.Condition()
+        self._closed = False
+        for index, worker in enumerate(self._workers):
+            worker.submit(_pin_threads, threads if index == 0 else 1)
+
+    def submit(self, work: Callable[..., T], *args: object) -> Future[T]:
+        job = _Job(work, args)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the inference pool is shut down")
+            if self._idle:
+                self._start(job, self._idle.pop(0))
+            else:
+                self._pending.append(job)
+        return job.future
+
+    def shutdown(self) -> None:
+        """Refuse new work, finish everything queued and running, then end the threads."""
+        with self._lock:
+            self._closed = True
+            self._lock.wait_for(lambda: not self._pending and len(self._idle) == len(self._workers))
+        for worker in self._workers:
+            worker.shutdown(wait=True)
+
+    def _start(self, job: _Job, index: int) -> None:
+        # Called with the lock held. The first worker gets every thread the other busy workers leave free.
+        busy_others = len(self._workers) - len(self._idle) - 1
+        threads = max(1, self.threads - busy_others) if index == 0 else 1
+        self._workers[index].submit(self._execute, job, index, threads)
+
+    def _execute(self, job: _Job, index: int, threads: int) -> None:
+        result: Any = None
+        error: BaseException | None = None
+        started = job.future.set_running_or_notify_cancel()
+        if started:
+            torch.set_num_threads(threads)
+            try:
+                result = job.work(*job.args)
+            except BaseException as raised:
+                error = raised
+        # This worker is free again before its caller hears back, so the caller's next request finds it free.
+        with self._lock:
+            if self._pending:
+                self._start(self._pending.popleft(), index)
+            else:
+                self._idle.append(index)
+                self._idle.sort()
+                self._lock.notify_all()
+        if started and error is not None:
+            job.future.set_exception(error)
+        elif started:
+            job.future.set_result(result)
+
+
+def _pin_threads(threads: int) -> None:
+    """Give this worker thread its thread count for good.
+
+    torch sets a thread's OpenMP thread count from the last ``set_num_threads`` of *any* thread when that thread
+    first asks for it; asking once here, and setting it again after, keeps another worker's count from leaking in.
+    """
+    torch.set_num_threads(threads)
+    torch.get_num_threads()
+    torch.set_num_threads(threads)
