@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import torch
@@ -47,6 +47,7 @@ class Runtime:
         self.threads = settings.torch_threads or torch.get_num_threads()
         self.workers = settings.inference_workers or self.threads
         self._pool: InferencePool | None = InferencePool(self.workers, self.threads)
+        self._renderer: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="render-ahead")
         self.admitted = 0
         self.capacity = self.workers + settings.max_queued_analyses
         self.draining = False
@@ -80,6 +81,13 @@ class Runtime:
         if not outcome.cancelled():
             outcome.exception()  # retrieved, so that asyncio does not log an abandoned failure as "never retrieved"
 
+    def render_ahead(self, analysis: Analysis) -> None:
+        """Start making the analysis page's first pictures on a thread of their own, while the page is on its
+        way to the browser (``Analyser.render_first_view``); the page's requests for them wait for these."""
+        if self._renderer is None or self.draining:
+            return
+        self._renderer.submit(self.analyser.render_first_view, analysis).add_done_callback(_log_render_failure)
+
     def preload_default(self) -> Future[None]:
         """Load the default model and run it once, on the pool's first worker: submitted before any request, it
         lands there, and the thread that will run most forward passes is the one that has touched the weights."""
@@ -100,12 +108,23 @@ class Runtime:
         start its lifespan again), and a pool that has been shut down accepts nothing."""
         if self._pool is None:
             self._pool = InferencePool(self.workers, self.threads)
+        if self._renderer is None:
+            self._renderer = ThreadPoolExecutor(1, thread_name_prefix="render-ahead")
         self.draining = False
 
     def shutdown(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown()
+        renderer, self._renderer = self._renderer, None
+        if renderer is not None:
+            renderer.shutdown(wait=True, cancel_futures=True)
+
+
+def _log_render_failure(done: Future[None]) -> None:
+    # The page's own request for the picture renders it again and answers with the error; this is only the log.
+    if not done.cancelled() and done.exception() is not None:
+        logger.error("rendering ahead failed", exc_info=done.exception())
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -201,6 +201,16 @@
 
   let panelOpener = null;
 
+  // Every tile that links to a channel (16 per atlas, a page of them in the explorer) opens it in the panel. One
+  // listener for all of them rather than an hx-get on each: a first view holds over 200, and htmx initialises
+  // every element it swaps in, which was the largest part of the browser's time to show an analysis.
+  document.addEventListener("click", (event) => {
+    const link = event.target instanceof Element ? event.target.closest("a[data-channel-panel]") : null;
+    if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    htmx.ajax("GET", link.getAttribute("href"), { target: "#channel-panel-body", source: link });
+  });
+
   function panelLoading(body) {
     const note = document.createElement("p");
     note.className = "panel-loading";

@@ -1,11 +1,15 @@
 import asyncio
+import os
+import threading
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
 from app.engine.errors import Overloaded
+from app.main import create_app
 from app.runtime import Runtime
-from tests.conftest import make_settings
+from tests.conftest import jpeg, make_settings, wait_ready
 
 
 def test_inference_threads_use_the_configured_torch_threads(tmp_path):
@@ -31,3 +35,28 @@ def test_a_full_queue_is_refused_at_once(tmp_path):
 
     asyncio.run(scenario())
     runtime.shutdown()
+
+
+def native_threads_outside_python() -> set[int]:
+    """This process's OS threads that Python did not start: OpenMP teams, among others."""
+    python_threads = {thread.native_id for thread in threading.enumerate()}
+    return {int(task) for task in os.listdir("/proc/self/task")} - python_threads
+
+
+def test_web_pages_never_run_torch_on_a_web_thread(tmp_path):
+    # A torch kernel on a web thread starts an OpenMP team there, and from then on every analysis got about twice as
+    # slow (libgomp stops busy-waiting once its threads outnumber the cores). Pages must only read analyses.
+    app = create_app(make_settings(tmp_path, torch_threads=2))
+    with TestClient(app) as client:
+        wait_ready(client)
+        body = client.post("/api/v1/analyses", files={"file": ("coffee.jpg", jpeg("coffee"), "image/jpeg")}).json()
+        client.get(body["layers"][0]["atlas_url"])  # the web threads exist from here on
+        before = native_threads_outside_python()
+        for url in (
+            f"/analyses/{body['id']}",
+            f"/analyses/{body['id']}/layers/bn2",
+            "/",
+            "/api/v1/models/efficientnet_lite0",
+        ):
+            assert client.get(url).status_code == 200, url
+        assert native_threads_outside_python() - before == set()

@@ -8,6 +8,7 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -107,6 +108,7 @@ class Analyser:
         self._max_bytes = max_bytes
         self._max_pixels = max_pixels
         self._inflight: dict[str, Future[Analysis]] = {}
+        self._rendering: dict[tuple[str, str], Future[bytes]] = {}
         self._lock = threading.Lock()
 
     def analysis_id(self, data: bytes, model_id: str) -> str:
@@ -206,13 +208,44 @@ class Analyser:
 
     # Renders: cached on the analysis and re-measured in the store so its byte budget holds.
 
-    def _cached(self, analysis: Analysis, key: str, make) -> bytes:  # type: ignore[no-untyped-def]
+    def _cached(self, analysis: Analysis, key: str, make: Callable[[], bytes]) -> bytes:
+        """The render ``key`` of ``analysis``, made once: a request for a picture that another thread is making
+        right now (see ``render_first_view``) waits for that one instead of making it again."""
         png = analysis.renders.get(key)
-        if png is None:
+        if png is not None:
+            return png
+        slot = (analysis.id, key)
+        with self._lock:
+            png = analysis.renders.get(key)  # finished between the first look and the lock
+            pending = self._rendering.get(slot)
+            if png is None and pending is None:
+                made = self._rendering[slot] = Future()
+        if png is not None:
+            return png
+        if pending is not None:
+            return pending.result()
+        try:
             png = make()
             analysis.renders[key] = png
             self.store.remeasure(analysis.id)
-        return png
+        except BaseException as error:
+            made.set_exception(error)
+            raise
+        else:
+            made.set_result(png)
+            return png
+        finally:
+            with self._lock:
+                self._rendering.pop(slot, None)
+
+    def render_first_view(self, analysis: Analysis) -> None:
+        """Make the pictures the analysis page shows first (the input and every layer's atlas), in page order.
+
+        Started while the page itself is still on its way, so that most are ready when the browser asks.
+        """
+        self.input_png(analysis)
+        for name in analysis.layers:
+            self.atlas_png(analysis, name)
 
     def input_png(self, analysis: Analysis) -> bytes:
         def make() -> bytes:

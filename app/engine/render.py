@@ -26,17 +26,17 @@ def _viridis_palette() -> list[int]:
 _PALETTE = _viridis_palette()
 
 
-def normalise(maps: torch.Tensor) -> np.ndarray:
-    """Scale each (H, W) map of a (C, H, W) tensor to 0..254 by its own min and max (flat maps become 0).
+def normalise(maps: np.ndarray) -> np.ndarray:
+    """Scale each (H, W) map of a (C, H, W) array to 0..254 by its own min and max (flat maps become 0).
 
-    NumPy rather than torch: renders run on the web server's threads, and each thread that calls torch gets an
-    OpenMP team of its own whose idle spinning would slow the inference thread on the same cores.
+    NumPy rather than torch, down to the indexing: renders run on the web server's threads, and each thread that
+    calls torch gets an OpenMP team of its own whose idle spinning would slow the inference threads on the same cores.
     """
-    flat = maps.detach().reshape(maps.shape[0], -1).numpy().astype(np.float32, copy=False)
+    flat = maps.reshape(maps.shape[0], -1).astype(np.float32, copy=False)
     low = flat.min(axis=1, keepdims=True)
     span = np.maximum(flat.max(axis=1, keepdims=True) - low, np.float32(1e-12))
     levels = np.rint((flat - low) / span * np.float32(_LEVELS - 1)).astype(np.uint8)
-    return levels.reshape(tuple(maps.shape))
+    return levels.reshape(maps.shape)
 
 
 def _encode(levels: np.ndarray, transparent_gaps: bool = False) -> bytes:
@@ -54,12 +54,12 @@ def _encode(levels: np.ndarray, transparent_gaps: bool = False) -> bytes:
 
 def channel_png(activation: torch.Tensor) -> bytes:
     """One (H, W) map as a palette PNG at its native resolution (the browser scales it without blur)."""
-    return _encode(normalise(activation.unsqueeze(0))[0])
+    return _encode(normalise(activation.numpy()[np.newaxis])[0])
 
 
 def atlas_png(activations: torch.Tensor, channels: list[int]) -> bytes:
     """A near-square grid of the given channels of a (C, H, W) tensor, 1-px transparent gaps between tiles."""
-    levels = normalise(activations[channels])
+    levels = normalise(activations.numpy()[channels])
     count, height, width = levels.shape
     columns, rows = atlas_grid(count)
     sheet = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1), _GAP, dtype=np.uint8)

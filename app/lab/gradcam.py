@@ -14,14 +14,14 @@ requiring it, which needs grad mode on and inference mode off, both set here for
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from app.engine.cards import Preprocess
+from app.engine.cards import ModelCard, Preprocess
 from app.engine.models import LoadedModel
 from app.lab.recording import resolve_layers
 from app.lab.stimuli import to_network_input
@@ -58,14 +58,13 @@ class GradCam:
         return float(self.upsampled[top:bottom, left:right].sum()) / total if total > 0 else 0.0
 
 
-def default_layer(model: LoadedModel) -> str:
-    """The last curated layer that still has a spatial map (more than 1×1): the last convolutional stage."""
-    from app.engine.capture import output_shapes
+def default_layer(card: ModelCard, shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """The last curated layer that still has a spatial map (more than 1×1): the last convolutional stage.
 
-    size = model.card.preprocess.crop
-    names = [layer.name for layer in model.card.layers]
-    with torch.inference_mode():
-        shapes = output_shapes(model.module, size, names)
+    ``shapes`` are the model's output shapes (``ModelRegistry.output_shapes``, from the weightless skeleton): a real
+    forward pass here would run on a web thread and give it an OpenMP team that slows every later analysis.
+    """
+    names = [layer.name for layer in card.layers]
     spatial = [name for name in names if len(shapes.get(name, ())) == 3 and shapes[name][1] * shapes[name][2] > 1]
     return spatial[-1] if spatial else names[-1]
 

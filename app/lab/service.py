@@ -171,7 +171,10 @@ class Lab:
 
     def gradcam_layer(self, model: LoadedModel) -> str:
         """The layer Grad-CAM uses when none is named: the model's last convolutional stage."""
-        return self._default_gradcam_layer.get(model.card.id, lambda: default_layer(model))
+        model_id = model.card.id
+        return self._default_gradcam_layer.get(
+            model_id, lambda: default_layer(model.card, self.registry.output_shapes(model_id))
+        )
 
     def gradcam(
         self, model_id: str, analysis_id: str, view: np.ndarray, layer: str | None, class_index: int | None

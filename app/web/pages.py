@@ -26,7 +26,7 @@ from app.runtime import Runtime, get_runtime
 from app.web import samples
 from app.web.hierarchy import build_hierarchy, layer_receptive_fields
 from app.web.markdown import render_markdown
-from app.web.templating import render
+from app.web.templating import is_htmx, render
 
 logger = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -133,8 +133,16 @@ async def create_analysis_page(
         headers = {"Retry-After": "5"} if status == 503 else None
         return render(request, "pages/home.html", context, status_code=status, headers=headers)
     request.state.analysis_id = analysis.id
-    # 303 for browsers and htmx alike: fetch follows it, and htmx pushes the final URL into the history.
-    return RedirectResponse(f"/analyses/{analysis.id}", status_code=303, headers={"Vary": "HX-Request"})
+    page_url = f"/analyses/{analysis.id}"
+    if is_htmx(request):
+        # The page itself, with its URL for the history: a redirect would cost the browser another round trip
+        # before it could start on the page and its pictures.
+        response = await run_in_threadpool(analysis_page_response, request, runtime, analysis)
+        response.headers["HX-Push-Url"] = page_url
+        return response
+    runtime.render_ahead(analysis)
+    # Without JavaScript: post, redirect, get, so that reloading the page does not post the image again.
+    return RedirectResponse(page_url, status_code=303, headers={"Vary": "HX-Request"})
 
 
 # --- analysis -----------------------------------------------------------------------------------------------
@@ -179,6 +187,11 @@ def analysis_page(analysis_id: str, request: Request, runtime: RuntimeDep) -> HT
         analysis = runtime.analyser.get(analysis_id)
     except UnknownAnalysis as error:
         return not_found(request, str(error))
+    return analysis_page_response(request, runtime, analysis)
+
+
+def analysis_page_response(request: Request, runtime: Runtime, analysis: Analysis) -> HTMLResponse:
+    runtime.render_ahead(analysis)  # its pictures are on their way before the page is
     context = analysis_context(runtime, analysis)
     context.update(explorer_context(runtime, analysis, _default_explorer_layer(analysis), 0))
     # Imported here: app.web.lab builds on this module's helpers.

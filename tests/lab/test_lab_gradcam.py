@@ -37,7 +37,10 @@ def crop(image: np.ndarray, left: int) -> np.ndarray:
 
 
 def test_default_layer_is_the_last_convolutional_stage(model: LoadedModel) -> None:
-    assert default_layer(model) == "bn2"
+    registry = ModelRegistry.from_folder(ROOT / "models", ROOT / "weights")
+    assert default_layer(model.card, registry.output_shapes(model.card.id)) == "bn2"
+    alexnet = registry.card("alexnet")  # its last curated layers are fully connected (1×1 "maps")
+    assert default_layer(alexnet, registry.output_shapes("alexnet")) == "features.12"
 
 
 def test_the_espresso_map_falls_on_the_cup(model: LoadedModel, coffee: np.ndarray) -> None:

@@ -73,6 +73,9 @@ def test_a_run_can_be_cancelled_by_keyboard(open_page: OpenPage) -> None:
 def test_gradcam_and_a_comparison_from_the_analysis_page(open_page: OpenPage, live_coffee_id: str) -> None:
     page, watch = open_page(viewport=DESKTOP, color_scheme="light")
     page.goto(f"/analyses/{live_coffee_id}")
+    # Below the hierarchy, and lazy: a backward pass is not started for a reader who never scrolls that far.
+    assert page.evaluate("() => document.querySelector('#gradcam img').complete") is False
+    page.locator("#gradcam").scroll_into_view_if_needed()
     page.wait_for_function(IMAGES_LOADED, arg="#gradcam img", timeout=SLOW_MS)
     page.get_by_role("radio", name=re.compile("cup")).check()
     expect(page.locator("#gradcam img")).to_have_attribute("src", re.compile(r"class_index=968"), timeout=SLOW_MS)

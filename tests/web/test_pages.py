@@ -190,6 +190,16 @@ def test_samples_are_served_and_analysable(client: TestClient) -> None:
     assert client.get(response.headers["location"]).status_code == 200
 
 
+def test_an_htmx_upload_gets_the_analysis_page_and_its_url_in_one_answer(client: TestClient) -> None:
+    htmx = {"HX-Request": "true", "HX-Request-Type": "partial"}
+    files = {"file": ("chelsea.jpg", jpeg("chelsea"), "image/jpeg")}
+    response = client.post("/analyses", files=files, headers=htmx, follow_redirects=False)
+    assert response.status_code == 200 and not response.history
+    page_url = response.headers["HX-Push-Url"]
+    assert re.fullmatch(r"/analyses/[0-9a-f]{32}", page_url)
+    assert response.text == client.get(page_url, headers=htmx).text  # what a reload of that URL swaps in
+
+
 def test_htmx_gets_fragments_of_the_same_urls(client: TestClient, coffee_page: tuple[str, str]) -> None:
     analysis_id, _ = coffee_page
     htmx = {"HX-Request": "true", "HX-Request-Type": "partial"}
