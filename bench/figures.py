@@ -73,6 +73,7 @@ def throughput_and_health(forward: BareForward, srv: Server, analyses: int = 80,
     poller.join()
     ratio = analyses / elapsed / bare_per_s
     p99 = percentile(health_ms, 0.99)
+    side_by_side_per_s = forward.side_by_side_per_s(15)
     return [
         {
             "name": "throughput",
@@ -81,6 +82,7 @@ def throughput_and_health(forward: BareForward, srv: Server, analyses: int = 80,
             "ok": ratio >= 0.8,
             "analyses_per_s": round(analyses / elapsed, 2),
             "bare_forward_per_s": round(bare_per_s, 2),
+            "bare_side_by_side_per_s": round(side_by_side_per_s, 2),
         },
         {
             "name": "healthz_p99_ms",

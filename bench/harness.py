@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,6 +87,24 @@ class BareForward:
 
     def median(self, runs: int) -> float:
         return statistics.median(self.once() for _ in range(runs))
+
+    def side_by_side_per_s(self, runs: int) -> float:
+        """Forward passes per second with one one-thread pass per thread of ours, side by side: the most the
+        server's scheduling (``app.engine.inference_pool``) could reach, reported beside the ratio for honesty."""
+
+        def run_alone() -> None:
+            torch.set_num_threads(1)
+            with torch.inference_mode():
+                for _ in range(runs):
+                    self.model(self.batch)
+
+        workers = [threading.Thread(target=run_alone) for _ in range(THREADS)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return THREADS * runs / (time.perf_counter() - started)
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -123,6 +123,7 @@
   });
 
   let previewUrl = null;
+  const PROGRESS_DELAY_MS = 250; // as the progress-appear animation's delay in app.css
 
   function showProgress(form, submitter) {
     const label = form.querySelector("[data-progress-label]");
@@ -146,10 +147,15 @@
       }
     }
     if (label) label.textContent = `running ${what} through ${modelName}`;
-    if (preview) {
-      preview.hidden = !src;
-      if (src) preview.src = src;
-    }
+    if (!preview) return;
+    preview.hidden = true;
+    // Decoded only if the progress shows at all (see .progress in app.css): a large photo takes a while to decode.
+    const progress = preview.closest(".progress");
+    setTimeout(() => {
+      if (!src || !progress.classList.contains("htmx-request")) return;
+      preview.src = src;
+      preview.hidden = false;
+    }, PROGRESS_DELAY_MS);
   }
 
   document.addEventListener("htmx:before:request", (event) => {

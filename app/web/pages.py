@@ -191,14 +191,17 @@ def analysis_page(analysis_id: str, request: Request, runtime: RuntimeDep) -> HT
 
 
 def analysis_page_response(request: Request, runtime: Runtime, analysis: Analysis) -> HTMLResponse:
-    runtime.render_ahead(analysis)  # its pictures are on their way before the page is
     context = analysis_context(runtime, analysis)
     context.update(explorer_context(runtime, analysis, _default_explorer_layer(analysis), 0))
     # Imported here: app.web.lab builds on this module's helpers.
     from app.web.lab import analysis_lab_context
 
     context.update(analysis_lab_context(request, runtime, analysis))
-    return render(request, "pages/analysis.html", context)
+    response = render(request, "pages/analysis.html", context)
+    # Its pictures are made while the page is on its way. Started only now: Python threads take turns, and the
+    # page would otherwise wait for the pictures it is about to ask for.
+    runtime.render_ahead(analysis)
+    return response
 
 
 @router.get("/analyses/{analysis_id}/layers/{layer}", response_class=HTMLResponse)
