@@ -16,7 +16,7 @@ lint: setup-dev
 	$(BIN)/ruff check app tests && $(BIN)/mypy app
 
 bench: setup-dev ## performance figures; writes bench/results.json
-	$(BIN)/python -m bench
+	$(BIN)/pip install --quiet -e '.[dev,bench]' && $(BIN)/python -m bench
 
 image-smoke: ## build the container image and drive it over HTTP
 	bash scripts/image-smoke.sh

@@ -16,7 +16,7 @@ from bench.harness import BareForward, Server, distinct_photos, percentile, post
 Figure = dict[str, Any]
 
 
-def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 6, per_round: int = 10) -> Figure:
+def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 12, per_round: int = 8) -> Figure:
     """POST latency ÷ bare forward, interleaved in rounds so drift on a busy machine hits both alike."""
     photos = distinct_photos(rounds * per_round, seed=1)
     posts: list[float] = []

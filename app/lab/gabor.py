@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
 
 R2_GOOD = 0.5
 """A field counts as "well fit by a Gabor" at R² ≥ 0.5: the Gabor explains at least half its variance."""
@@ -150,6 +149,9 @@ def r_squared(field: np.ndarray, fitted: np.ndarray) -> float:
 
 def fit_gabor(field: np.ndarray) -> GaborFit:
     """The least-squares Gabor for a 2-D ``field`` (any scale; it is normalised internally and scaled back)."""
+    # Imported on first use: SciPy's optimiser is half a second of every server's start-up, for the lab alone.
+    from scipy.optimize import least_squares
+
     values = np.asarray(field, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError("a receptive field to fit must be 2-D")
