@@ -23,6 +23,7 @@ from app.engine.imaging import FORMATS
 from app.engine.receptive_field import rf_in_degrees
 from app.engine.stats import channels_by_activation
 from app.runtime import Runtime, get_runtime
+from app.schemas import ChannelsPublic
 from app.web import samples
 from app.web.hierarchy import build_hierarchy, layer_receptive_fields
 from app.web.markdown import render_markdown
@@ -158,10 +159,20 @@ def _default_explorer_layer(analysis: Analysis) -> str:
     return (spatial or list(analysis.layers))[-1]
 
 
-def explorer_context(runtime: Runtime, analysis: Analysis, layer_name: str, offset: int) -> dict[str, Any]:
-    """One page of a layer's channels, most active first, from the same call the JSON API answers."""
+def explorer_context(
+    runtime: Runtime, analysis: Analysis, layer_name: str, offset: int, *, when_seen: bool = False
+) -> dict[str, Any]:
+    """One page of a layer's channels, most active first, from the same call the JSON API answers.
+
+    ``when_seen``: no channels yet, only the list's last item, which loads the first page when it scrolls into view
+    (as it loads every next page): the analysis page shows the explorer last, and its tiles made up a quarter of
+    the page the browser had to lay out before showing anything.
+    """
     layer = analysis.layer(layer_name)
-    page = list_channels(analysis.id, layer_name, runtime, offset=offset, limit=PAGE_SIZE)
+    if when_seen:
+        page = ChannelsPublic(data=[], count=0, total=layer.shape[0], offset=0)
+    else:
+        page = list_channels(analysis.id, layer_name, runtime, offset=offset, limit=PAGE_SIZE)
     next_offset = offset + page.count if offset + page.count < page.total else None
     return {
         "explorer_layer": layer,
@@ -192,7 +203,7 @@ def analysis_page(analysis_id: str, request: Request, runtime: RuntimeDep) -> HT
 
 def analysis_page_response(request: Request, runtime: Runtime, analysis: Analysis) -> HTMLResponse:
     context = analysis_context(runtime, analysis)
-    context.update(explorer_context(runtime, analysis, _default_explorer_layer(analysis), 0))
+    context.update(explorer_context(runtime, analysis, _default_explorer_layer(analysis), 0, when_seen=True))
     # Imported here: app.web.lab builds on this module's helpers.
     from app.web.lab import analysis_lab_context
 

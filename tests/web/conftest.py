@@ -98,8 +98,9 @@ class Watch:
         self.problems.append(f"console {message.type}: {message.text}")
 
     def _failed(self, request: Request) -> None:
-        if request.resource_type == "image" and request.failure == "net::ERR_ABORTED":
-            return  # a lazy image still loading when the test navigated away; the browser cancels it
+        is_picture = request.resource_type == "image" or "/static/favicon" in request.url
+        if is_picture and request.failure == "net::ERR_ABORTED":
+            return  # an image (or the tab's icon) still loading when the test navigated away; the browser cancels it
         self.problems.append(f"request failed: {request.url} ({request.failure})")
 
     def _response(self, response: Response) -> None:
