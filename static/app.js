@@ -198,7 +198,10 @@
     const ctx = event.detail.ctx;
     if (!ctx.target || ctx.target.id !== "main") return;
     window.scrollTo(0, 0);
-    ctx.target.focus({ preventScroll: true });
+    // After the first frame: focusing lays the whole new page out at once, and the browser does that anyway
+    // for the frame, where its pictures' requests are already under way.
+    const main = ctx.target;
+    requestAnimationFrame(() => setTimeout(() => main.focus({ preventScroll: true })));
   });
 
   // ---------------------------------------------------------------------------------------------------------
