@@ -36,8 +36,8 @@ class _Job:
 class InferencePool:
     """Run blocking work on ``workers`` threads sharing ``threads`` torch threads; first come, first served.
 
-    ``submit`` returns a future that can be cancelled until its work starts. Work submitted while every worker is
-    idle goes to the first worker.
+    ``submit`` returns a future that can be cancelled while its work waits for a worker. Work submitted while
+    every worker is idle goes to the first worker.
     """
 
     def __init__(self, workers: int, threads: int) -> None:
@@ -55,10 +55,9 @@ class InferencePool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the inference pool is shut down")
+            self._pending.append(job)
             if self._idle:
-                self._start(job, self._idle.pop(0))
-            else:
-                self._pending.append(job)
+                self._start_next(self._idle.pop(0))
         return job.future
 
     def shutdown(self) -> None:
@@ -69,33 +68,38 @@ class InferencePool:
         for worker in self._workers:
             worker.shutdown(wait=True)
 
-    def _start(self, job: _Job, index: int) -> None:
-        # Called with the lock held. The first worker gets every thread the other busy workers leave free.
-        busy_others = len(self._workers) - len(self._idle) - 1
-        threads = max(1, self.threads - busy_others) if index == 0 else 1
-        self._workers[index].submit(self._execute, job, index, threads)
+    def _start_next(self, index: int) -> None:
+        """Give worker ``index`` the oldest job still wanted, or mark it idle. Called with the lock held.
+
+        A job counts as started from here on (its future is running, so it can no longer be cancelled): a caller
+        that stops waiting a moment later still gets its work done and kept, and only queued work is dropped.
+        """
+        while self._pending:
+            job = self._pending.popleft()
+            if job.future.set_running_or_notify_cancel():
+                # The first worker gets every thread the other busy workers leave free; the others get one.
+                busy_others = len(self._workers) - len(self._idle) - 1
+                threads = max(1, self.threads - busy_others) if index == 0 else 1
+                self._workers[index].submit(self._execute, job, index, threads)
+                return
+        self._idle.append(index)
+        self._idle.sort()
+        self._lock.notify_all()
 
     def _execute(self, job: _Job, index: int, threads: int) -> None:
         result: Any = None
         error: BaseException | None = None
-        started = job.future.set_running_or_notify_cancel()
-        if started:
-            torch.set_num_threads(threads)
-            try:
-                result = job.work(*job.args)
-            except BaseException as raised:
-                error = raised
+        torch.set_num_threads(threads)
+        try:
+            result = job.work(*job.args)
+        except BaseException as raised:
+            error = raised
         # This worker is free again before its caller hears back, so the caller's next request finds it free.
         with self._lock:
-            if self._pending:
-                self._start(self._pending.popleft(), index)
-            else:
-                self._idle.append(index)
-                self._idle.sort()
-                self._lock.notify_all()
-        if started and error is not None:
+            self._start_next(index)
+        if error is not None:
             job.future.set_exception(error)
-        elif started:
+        else:
             job.future.set_result(result)
 
 

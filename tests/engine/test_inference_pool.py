@@ -64,3 +64,10 @@ def test_shutdown_finishes_queued_work_then_refuses_more():
     assert running.result(timeout=0) and queued.result(timeout=0) == ("inference-0_0", 1)
     with pytest.raises(RuntimeError, match="shut down"):
         pool.submit(where)
+
+
+def test_work_handed_to_a_worker_is_done_even_if_its_caller_stops_waiting(pool):
+    # The server's time limit cancels the future: work already on a worker runs on and is kept.
+    handed = pool.submit(where)
+    assert not handed.cancel()
+    assert handed.result(timeout=10)[0] == "inference-0_0"
