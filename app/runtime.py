@@ -46,12 +46,13 @@ class Runtime:
         )
         self.threads = settings.torch_threads or torch.get_num_threads()
         self.workers = settings.inference_workers or self.threads
-        self._pool: InferencePool | None = InferencePool(self.workers, self.threads)
-        self._renderer: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="render-ahead")
+        self._pool: InferencePool | None = None
+        self._renderer: ThreadPoolExecutor | None = None
         self.admitted = 0
         self.capacity = self.workers + settings.max_queued_analyses
         self.draining = False
         self.preload_error: str | None = None
+        self.start()
 
     async def run(self, work: Callable[..., T], *args: object) -> T:
         """Run blocking ``work`` in the inference pool; refuse at once when the queue is full.

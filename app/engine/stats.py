@@ -24,7 +24,7 @@ def layer_stats(activation: torch.Tensor, top: int = TOP_CHANNELS) -> LayerStats
     """Mean, max, sparsity (share of values ≤ 0) and the channels with the highest mean, of a (C, H, W) tensor.
 
     In NumPy: a third of the time of the same reductions in torch on these small maps, and no torch call that could
-    give the calling thread an OpenMP team of its own (see ``app.runtime``).
+    give the calling thread an OpenMP team of its own (see ``app.engine.inference_pool``).
     """
     flat = activation.numpy().reshape(activation.shape[0], -1)
     channel_means = flat.mean(axis=1, dtype=np.float32)
