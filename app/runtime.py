@@ -93,7 +93,9 @@ class Runtime:
         """Load the default model and run it once, on the pool's first worker: submitted before any request, it
         lands there, and the thread that will run most forward passes is the one that has touched the weights."""
         assert self._pool is not None
-        return self._pool.submit(self._load_and_warm_default)
+        loaded = self._pool.submit(self._load_and_warm_default)
+        loaded.add_done_callback(lambda _: self._prepare_page_facts())
+        return loaded
 
     def _load_and_warm_default(self) -> None:
         try:
@@ -103,6 +105,20 @@ class Runtime:
         except Exception as error:  # the app keeps serving other models; /readyz reports the reason
             self.preload_error = str(error)
             logger.exception("the default model %s could not be loaded", self.registry.default_id)
+
+    def _prepare_page_facts(self) -> None:
+        """Work out the default model's receptive fields and layer shapes on the render thread, after ``/readyz``
+        says ready: the first of these imports ``torch._dynamo`` (over a second) and no analysis needs them, but
+        the first analysis page does, and it should not be the one to wait."""
+        renderer = self._renderer
+        if renderer is None or self.draining:
+            return
+        model_id = self.registry.default_id
+        try:
+            renderer.submit(self.registry.receptive_fields, model_id).add_done_callback(_log_render_failure)
+            renderer.submit(self.registry.output_shapes, model_id).add_done_callback(_log_render_failure)
+        except RuntimeError:  # shut down in the meantime
+            pass
 
     def start(self) -> None:
         """Open for work at each lifespan start: one app may be served more than once (test clients end and
@@ -122,10 +138,11 @@ class Runtime:
             renderer.shutdown(wait=True, cancel_futures=True)
 
 
-def _log_render_failure(done: Future[None]) -> None:
-    # The page's own request for the picture renders it again and answers with the error; this is only the log.
+def _log_render_failure(done: Future[Any]) -> None:
+    # The page's own request renders the picture (or works out the facts) again and answers with the error; this
+    # is only the log.
     if not done.cancelled() and done.exception() is not None:
-        logger.error("rendering ahead failed", exc_info=done.exception())
+        logger.error("work ahead of the pages failed", exc_info=done.exception())
 
 
 def get_runtime(request: Request) -> Runtime:

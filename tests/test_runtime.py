@@ -1,6 +1,7 @@
 import asyncio
 import os
 import threading
+import time
 
 import pytest
 import torch
@@ -60,3 +61,21 @@ def test_web_pages_never_run_torch_on_a_web_thread(tmp_path):
         ):
             assert client.get(url).status_code == 200, url
         assert native_threads_outside_python() - before == set()
+
+
+def test_the_default_models_page_facts_are_worked_out_after_start_without_a_page_view(tmp_path):
+    # Receptive fields take over a second the first time (torch._dynamo's import); the first visitor must not wait.
+    app = create_app(make_settings(tmp_path))
+    registry = app.state.runtime.registry
+    with TestClient(app) as client:
+        wait_ready(client)
+        deadline = time.monotonic() + 60
+        while not {"receptive_fields", "output_shapes"} <= worked_out(registry) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worked_out(registry) == {"receptive_fields", "output_shapes"}
+
+
+def worked_out(registry) -> set[str]:
+    model_id = registry.default_id
+    done = {"receptive_fields": model_id in registry._fields, "output_shapes": model_id in registry._shapes}
+    return {name for name, present in done.items() if present}

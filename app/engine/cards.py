@@ -17,7 +17,7 @@ class _Strict(BaseModel):
 
 
 class Architecture(_Strict):
-    source: Literal["timm", "torchvision"]
+    source: Literal["builtin", "torchvision"]  # builtin: ``app.engine.efficientnet_lite``
     constructor: str
 
 

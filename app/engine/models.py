@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import logging
 import threading
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 import torch
@@ -13,6 +15,7 @@ from torch import nn
 
 from app.engine.capture import output_shapes
 from app.engine.cards import ModelCard, load_cards
+from app.engine.efficientnet_lite import efficientnet_lite
 from app.engine.errors import ModelUnavailable, UnknownModel, WeightsMissing
 from app.engine.receptive_field import ReceptiveField, receptive_fields
 from app.engine.weights import WeightsStatus, locate_weights, read_state_dict
@@ -23,20 +26,45 @@ logger = logging.getLogger(__name__)
 def build_architecture(card: ModelCard) -> nn.Module:
     """Construct the card's network with freshly initialised weights; never downloads anything."""
     arch = card.architecture
-    if arch.source == "timm":
-        import timm
-
-        return timm.create_model(arch.constructor, pretrained=False)
+    if arch.source == "builtin":
+        return efficientnet_lite(arch.constructor)
     from torchvision.models import get_model
 
     return get_model(arch.constructor, weights=None)
 
 
+@cache
 def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet-1k class names in index order, as torchvision ships them (no download)."""
+    """The 1000 ImageNet-1k class names in index order, as torchvision ships them (no download).
+
+    Read from torchvision's source rather than imported: importing torchvision imports ``torch._dynamo``, about
+    1.3 s of a start-up that otherwise never needs it. Should that file change shape, torchvision's public API.
+    """
+    found = importlib.util.find_spec("torchvision")  # finds the package without importing it
+    if found is not None and found.origin is not None:
+        categories = _assigned_list(Path(found.origin).parent / "models" / "_meta.py", "_IMAGENET_CATEGORIES")
+        if categories is not None and len(categories) == 1000:
+            return categories
     from torchvision.models import ResNet50_Weights
 
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _assigned_list(source: Path, name: str) -> list[str] | None:
+    """The list of strings assigned to ``name`` at the top of a Python file, read without running the file."""
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            if isinstance(value, list) and all(isinstance(item, str) for item in value):
+                return value
+    return None
 
 
 @dataclass(frozen=True)
