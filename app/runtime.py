@@ -145,6 +145,7 @@ def _log_render_failure(done: Future[Any]) -> None:
         logger.error("work ahead of the pages failed", exc_info=done.exception())
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain ``def`` dependency on a worker thread, a hand-off on every request for a lookup.
     runtime: Runtime = request.app.state.runtime
     return runtime
