@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -54,7 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         preload = None
         if settings.preload:
             # Off the event loop, so /healthz answers while the default model loads and /readyz tells when it is done.
-            preload = asyncio.wrap_future(runtime.preload_default())
+            preload = asyncio.wrap_future(runtime.preload_default(web.prepare_first_page))
+        # The first request served on a worker thread would otherwise import anyio's thread backend (about 50 ms).
+        await run_in_threadpool(lambda: None)
         yield
         runtime.draining = True
         if preload is not None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
@@ -89,12 +90,19 @@ class Runtime:
             return
         self._renderer.submit(self.analyser.render_first_view, analysis).add_done_callback(_log_render_failure)
 
-    def preload_default(self) -> Future[None]:
+    def preload_default(self, *page_work: Callable[[], object]) -> Future[None]:
         """Load the default model and run it once, on the pool's first worker: submitted before any request, it
-        lands there, and the thread that will run most forward passes is the one that has touched the weights."""
+        lands there, and the thread that will run most forward passes is the one that has touched the weights.
+
+        Once ``/readyz`` says ready, the render thread prepares what the first analysis page would otherwise wait
+        for: the default model's receptive fields and layer shapes (the first of them imports ``torch._dynamo``,
+        over a second) and ``page_work``.
+        """
         assert self._pool is not None
+        model_id = self.registry.default_id
+        work = (partial(self.registry.receptive_fields, model_id), partial(self.registry.output_shapes, model_id))
         loaded = self._pool.submit(self._load_and_warm_default)
-        loaded.add_done_callback(lambda _: self._prepare_page_facts())
+        loaded.add_done_callback(lambda _: self._work_ahead(*work, *page_work))
         return loaded
 
     def _load_and_warm_default(self) -> None:
@@ -106,17 +114,13 @@ class Runtime:
             self.preload_error = str(error)
             logger.exception("the default model %s could not be loaded", self.registry.default_id)
 
-    def _prepare_page_facts(self) -> None:
-        """Work out the default model's receptive fields and layer shapes on the render thread, after ``/readyz``
-        says ready: the first of these imports ``torch._dynamo`` (over a second) and no analysis needs them, but
-        the first analysis page does, and it should not be the one to wait."""
+    def _work_ahead(self, *work: Callable[[], object]) -> None:
         renderer = self._renderer
         if renderer is None or self.draining:
             return
-        model_id = self.registry.default_id
         try:
-            renderer.submit(self.registry.receptive_fields, model_id).add_done_callback(_log_render_failure)
-            renderer.submit(self.registry.output_shapes, model_id).add_done_callback(_log_render_failure)
+            for job in work:
+                renderer.submit(job).add_done_callback(_log_render_failure)
         except RuntimeError:  # shut down in the meantime
             pass
 

@@ -108,6 +108,8 @@ class ModelRegistry:
         self._fields: dict[str, dict[str, ReceptiveField]] = {}
         self._shapes: dict[str, dict[str, tuple[int, ...]]] = {}
         self._locks = {model_id: threading.Lock() for model_id in cards}
+        # Facts (fields, shapes) are worked out once under these; not under the load locks, which the skeleton takes.
+        self._fact_locks = {model_id: threading.Lock() for model_id in cards}
 
     @classmethod
     def from_folder(
@@ -149,8 +151,11 @@ class ModelRegistry:
     def receptive_fields(self, model_id: str) -> dict[str, ReceptiveField]:
         """Every module's theoretical receptive field at the card's input size, computed once from the skeleton."""
         if model_id not in self._fields:
-            fields = receptive_fields(self.skeleton(model_id), self.card(model_id).preprocess.crop)
-            self._fields.setdefault(model_id, fields)
+            with self._fact_locks[self.card(model_id).id]:  # a second caller waits for the first one's result
+                if model_id not in self._fields:
+                    self._fields[model_id] = receptive_fields(
+                        self.skeleton(model_id), self.card(model_id).preprocess.crop
+                    )
         return self._fields[model_id]
 
     def output_shapes(self, model_id: str) -> dict[str, tuple[int, ...]]:
@@ -159,8 +164,9 @@ class ModelRegistry:
         Modules the forward pass never calls (drop-path at inference) are absent.
         """
         if model_id not in self._shapes:
-            shapes = output_shapes(self.skeleton(model_id), self.card(model_id).preprocess.crop)
-            self._shapes.setdefault(model_id, shapes)
+            with self._fact_locks[self.card(model_id).id]:
+                if model_id not in self._shapes:
+                    self._shapes[model_id] = output_shapes(self.skeleton(model_id), self.card(model_id).preprocess.crop)
         return self._shapes[model_id]
 
     def get(self, model_id: str) -> LoadedModel:
