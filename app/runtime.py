@@ -86,9 +86,7 @@ class Runtime:
     def render_ahead(self, analysis: Analysis) -> None:
         """Start making the analysis page's first pictures on a thread of their own, while the page is on its
         way to the browser (``Analyser.render_first_view``); the page's requests for them wait for these."""
-        if self._renderer is None or self.draining:
-            return
-        self._renderer.submit(self.analyser.render_first_view, analysis).add_done_callback(_log_render_failure)
+        self._work_ahead(partial(self.analyser.render_first_view, analysis))
 
     def preload_default(self, *page_work: Callable[[], object]) -> Future[None]:
         """Load the default model and run it once, on the pool's first worker: submitted before any request, it
@@ -115,12 +113,13 @@ class Runtime:
             logger.exception("the default model %s could not be loaded", self.registry.default_id)
 
     def _work_ahead(self, *work: Callable[[], object]) -> None:
+        """Run ``work`` on the render thread, in order, unless the runtime is closing."""
         renderer = self._renderer
         if renderer is None or self.draining:
             return
         try:
             for job in work:
-                renderer.submit(job).add_done_callback(_log_render_failure)
+                renderer.submit(job).add_done_callback(_log_failure_ahead)
         except RuntimeError:  # shut down in the meantime
             pass
 
@@ -142,7 +141,7 @@ class Runtime:
             renderer.shutdown(wait=True, cancel_futures=True)
 
 
-def _log_render_failure(done: Future[Any]) -> None:
+def _log_failure_ahead(done: Future[Any]) -> None:
     # The page's own request renders the picture (or works out the facts) again and answers with the error; this
     # is only the log.
     if not done.cancelled() and done.exception() is not None:

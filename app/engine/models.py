@@ -6,9 +6,11 @@ import ast
 import importlib.util
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -21,6 +23,7 @@ from app.engine.receptive_field import ReceptiveField, receptive_fields
 from app.engine.weights import WeightsStatus, locate_weights, read_state_dict
 
 logger = logging.getLogger(__name__)
+F = TypeVar("F")  # a fact worked out once per model from its skeleton
 
 
 def build_architecture(card: ModelCard) -> nn.Module:
@@ -150,24 +153,24 @@ class ModelRegistry:
 
     def receptive_fields(self, model_id: str) -> dict[str, ReceptiveField]:
         """Every module's theoretical receptive field at the card's input size, computed once from the skeleton."""
-        if model_id not in self._fields:
-            with self._fact_locks[self.card(model_id).id]:  # a second caller waits for the first one's result
-                if model_id not in self._fields:
-                    self._fields[model_id] = receptive_fields(
-                        self.skeleton(model_id), self.card(model_id).preprocess.crop
-                    )
-        return self._fields[model_id]
+        return self._worked_out_once(self._fields, model_id, receptive_fields)
 
     def output_shapes(self, model_id: str) -> dict[str, tuple[int, ...]]:
         """Every module's output shape (no batch dimension), in network order, computed once from the skeleton.
 
         Modules the forward pass never calls (drop-path at inference) are absent.
         """
-        if model_id not in self._shapes:
-            with self._fact_locks[self.card(model_id).id]:
-                if model_id not in self._shapes:
-                    self._shapes[model_id] = output_shapes(self.skeleton(model_id), self.card(model_id).preprocess.crop)
-        return self._shapes[model_id]
+        return self._worked_out_once(self._shapes, model_id, output_shapes)
+
+    def _worked_out_once(self, facts: dict[str, F], model_id: str, work: Callable[[nn.Module, int], F]) -> F:
+        """``facts[model_id]``, from ``work(skeleton, input size)`` on first call; a second caller meanwhile waits
+        for the first one's result instead of working it out again."""
+        if model_id not in facts:
+            crop = self.card(model_id).preprocess.crop  # an unknown model fails here, before any lock
+            with self._fact_locks[model_id]:
+                if model_id not in facts:
+                    facts[model_id] = work(self.skeleton(model_id), crop)
+        return facts[model_id]
 
     def get(self, model_id: str) -> LoadedModel:
         """The loaded model, loading it on first call. Raises if its weights are missing or broken."""
