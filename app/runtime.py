@@ -13,6 +13,7 @@ import torch
 from fastapi import Request
 
 from app.config import Settings
+from app.engine.allocator import keep_freed_memory
 from app.engine.analysis import Analyser, Analysis
 from app.engine.errors import Overloaded
 from app.engine.inference_pool import InferencePool
@@ -30,6 +31,7 @@ class Runtime:
     is answered with 503."""
 
     def __init__(self, settings: Settings) -> None:
+        keep_freed_memory()  # before any model is loaded, so that every forward pass reuses its memory
         self.settings = settings
         self.registry = ModelRegistry.from_folder(
             settings.models_dir,
