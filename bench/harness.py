@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import subprocess
 import threading
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -56,7 +58,27 @@ def server(**settings: str) -> Iterator[Server]:
     env = server_env({"torch_threads": THREADS, "id_secret": "bench", **settings}, keep_outer_settings=True)
     # Polled often, so that ``started_s`` measures the start-up and not the polling interval.
     with live_server(env, timeout_s=120, poll_s=0.02, extra_args=("--log-level", "warning")) as live:
-        yield Server(live.url, live.process, live.ready_after_s)
+        started = Server(live.url, live.process, live.ready_after_s)
+        wait_until_quiet(started.process)
+        yield started
+
+
+def wait_until_quiet(process: subprocess.Popen[bytes], window_s: float = 0.5, limit_s: float = 30.0) -> None:
+    """Wait until ``process`` uses under a tenth of a core, so that figures measure the steady state and not the
+    work the server does once ready (receptive fields, templates: ``Runtime.preload_default``) on the same cores."""
+    deadline = time.monotonic() + limit_s
+    busy_s = cpu_seconds(process)
+    while time.monotonic() < deadline:
+        time.sleep(window_s)
+        previous, busy_s = busy_s, cpu_seconds(process)
+        if busy_s - previous < 0.1 * window_s:
+            return
+
+
+def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """User plus system CPU time of ``process`` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def post_analysis(client: httpx.Client, data: bytes) -> httpx.Response:
@@ -66,13 +88,16 @@ def post_analysis(client: httpx.Client, data: bytes) -> httpx.Response:
 
 
 class BareForward:
-    """The physical floor: the default model's forward pass alone, in this process, same thread count."""
+    """The physical floor: the default model's forward pass alone, in this process, with the server's thread count
+    and malloc thresholds (``app.engine.allocator``), so that the server's own speed-ups lower the floor too."""
 
     def __init__(self) -> None:
         from app.config import Settings
+        from app.engine.allocator import keep_freed_memory
         from app.engine.models import ModelRegistry
 
         torch.set_num_threads(THREADS)
+        keep_freed_memory()
         settings = Settings()
         registry = ModelRegistry.from_folder(settings.models_dir, settings.weights_dir)
         self.model = registry.get(registry.default_id).module
