@@ -21,7 +21,6 @@ def describe_model(runtime: Runtime, model_id: str) -> ModelPublic:
     card = registry.card(model_id)
     weights = registry.weights_status(model_id)
     load_error = registry.load_error(model_id)
-    skeleton = registry.skeleton(model_id)
     return ModelPublic(
         id=card.id,
         name=card.name,
@@ -34,7 +33,7 @@ def describe_model(runtime: Runtime, model_id: str) -> ModelPublic:
         loaded=registry.is_loaded(model_id),
         load_error=load_error,
         input_size=card.preprocess.crop,
-        num_params=sum(parameter.numel() for parameter in skeleton.parameters()),
+        num_params=registry.num_params(model_id),
     )
 
 

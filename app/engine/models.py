@@ -110,6 +110,7 @@ class ModelRegistry:
         self._skeletons: dict[str, nn.Module] = {}
         self._fields: dict[str, dict[str, ReceptiveField]] = {}
         self._shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+        self._param_counts: dict[str, int] = {}
         self._locks = {model_id: threading.Lock() for model_id in cards}
         # Facts (fields, shapes) are worked out once under these; not under the load locks, which the skeleton takes.
         self._fact_locks = {model_id: threading.Lock() for model_id in cards}
@@ -162,6 +163,10 @@ class ModelRegistry:
         """
         return self._worked_out_once(self._shapes, model_id, output_shapes)
 
+    def num_params(self, model_id: str) -> int:
+        """The architecture's parameter count, counted once from the skeleton (every analysis page shows it)."""
+        return self._worked_out_once(self._param_counts, model_id, _count_parameters)
+
     def _worked_out_once(self, facts: dict[str, F], model_id: str, work: Callable[[nn.Module, int], F]) -> F:
         """``facts[model_id]``, from ``work(skeleton, input size)`` on first call; a second caller meanwhile waits
         for the first one's result instead of working it out again."""
@@ -205,3 +210,7 @@ class ModelRegistry:
         module.eval().requires_grad_(False)
         logger.info("loaded %s (%s)", card.id, "trained" if status.available else "untrained")
         return LoadedModel(card=card, module=module, trained=status.available, labels=imagenet_categories())
+
+
+def _count_parameters(skeleton: nn.Module, _input_size: int) -> int:
+    return sum(parameter.numel() for parameter in skeleton.parameters())
