@@ -13,7 +13,6 @@ the largest working set seen plus ``_TRIM_THRESHOLD`` per malloc arena.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import sys
 
@@ -38,9 +37,9 @@ def keep_freed_memory() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        # The symbols the interpreter is linked with, its C library's among them; no search for the library file.
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a C library without mallopt (musl)
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     # mallopt answers 1 on success; a C library that has the symbol but refuses the values keeps its own.
