@@ -4,7 +4,7 @@ import sys
 
 from tests.live import PROJECT_ROOT
 
-# The default model's forward pass, run three times in a fresh process; prints the page faults of the last one.
+# The default model's forward pass, six times in a fresh process; prints the fewest page faults of a warm pass.
 FAULTS_OF_A_WARM_PASS = """
 import json, resource, sys
 import torch
@@ -17,12 +17,13 @@ torch.set_num_threads(1)
 settings = Settings()
 model = ModelRegistry.from_folder(settings.models_dir, settings.weights_dir).get("efficientnet_lite0").module
 batch = torch.rand(1, 3, 224, 224)
+faults = []
 with torch.inference_mode():
-    for _ in range(2):
+    for _ in range(6):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         model(batch)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    model(batch)
-print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"kept": kept, "faults": min(faults[2:]), "every_pass": faults}))
 """
 
 
@@ -44,4 +45,4 @@ def test_a_warm_forward_pass_reuses_the_memory_the_last_one_freed():
     assert kept["kept"] is True
     # With glibc's own thresholds each pass faults its feature maps in again (thousands of pages, ~14 MB).
     assert default["faults"] > 1000
-    assert kept["faults"] < default["faults"] / 20
+    assert kept["faults"] < default["faults"] / 20, (default, kept)
