@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
 
+from app.api.caching import NOT_MODIFIED, immutable_response
 from app.engine import render
 from app.engine.analysis import Analysis, LayerResult
 from app.engine.errors import ImageTooLarge
@@ -29,10 +30,8 @@ router = APIRouter(prefix="/analyses", tags=["analyses"])
 
 AnalysisId = Annotated[str, Path(description="The id returned by POST /api/v1/analyses.")]
 LayerName = Annotated[str, Path(description="A curated layer's dotted name, e.g. `blocks.2`.")]
-# Maps are content-addressed by the analysis id (an HMAC of image and model), so they never change.
-IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable"}
 Responses = dict[int | str, dict[str, Any]]
-PNG_RESPONSE: Responses = {200: {"content": {"image/png": {}}, "description": "A PNG image."}}
+PNG_RESPONSE: Responses = {200: {"content": {"image/png": {}}, "description": "A PNG image."}, **NOT_MODIFIED}
 ERRORS: Responses = {code: {"model": ErrorPublic} for code in (404, 409, 413, 415, 422, 503)}
 
 
@@ -142,9 +141,9 @@ def get_analysis(
     responses={**PNG_RESPONSE, 404: {"model": ErrorPublic}},
     summary="The image as the network saw it",
 )
-def get_input(analysis_id: AnalysisId, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Response:
+def get_input(analysis_id: AnalysisId, request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Response:
     analyser = runtime.analyser
-    return Response(analyser.input_png(analyser.get(analysis_id)), media_type="image/png", headers=IMMUTABLE)
+    return immutable_response(request, analyser.input_png(analyser.get(analysis_id)), "image/png")
 
 
 @router.get(
@@ -153,10 +152,11 @@ def get_input(analysis_id: AnalysisId, runtime: Annotated[Runtime, Depends(get_r
     responses={**PNG_RESPONSE, 404: {"model": ErrorPublic}},
     summary="The layer's most active channels in one grid",
 )
-def get_atlas(analysis_id: AnalysisId, layer: LayerName, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Response:
+def get_atlas(
+    analysis_id: AnalysisId, layer: LayerName, request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]
+) -> Response:
     analyser = runtime.analyser
-    png = analyser.atlas_png(analyser.get(analysis_id), layer)
-    return Response(png, media_type="image/png", headers=IMMUTABLE)
+    return immutable_response(request, analyser.atlas_png(analyser.get(analysis_id), layer), "image/png")
 
 
 @router.get(
@@ -169,11 +169,11 @@ def get_channel(
     analysis_id: AnalysisId,
     layer: LayerName,
     channel: Annotated[int, Path(description="Channel index, 0-based.")],
+    request: Request,
     runtime: Annotated[Runtime, Depends(get_runtime)],
 ) -> Response:
     analyser = runtime.analyser
-    png = analyser.channel_png(analyser.get(analysis_id), layer, channel)
-    return Response(png, media_type="image/png", headers=IMMUTABLE)
+    return immutable_response(request, analyser.channel_png(analyser.get(analysis_id), layer, channel), "image/png")
 
 
 @router.get(
@@ -212,17 +212,12 @@ def list_channels(
 @router.get(
     "/{analysis_id}/layers/{layer}/activations.npy",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, 404: {"model": ErrorPublic}},
+    responses={200: {"content": {"application/octet-stream": {}}}, **NOT_MODIFIED, 404: {"model": ErrorPublic}},
     summary="The layer's raw activations (NumPy .npy, float32, C×H×W)",
 )
 def get_activations(
-    analysis_id: AnalysisId, layer: LayerName, runtime: Annotated[Runtime, Depends(get_runtime)]
+    analysis_id: AnalysisId, layer: LayerName, request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]
 ) -> Response:
     analyser = runtime.analyser
     data = analyser.activations_npy(analyser.get(analysis_id), layer)
-    filename = f"{analysis_id[:12]}-{layer}.npy"
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={**IMMUTABLE, "Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return immutable_response(request, data, "application/octet-stream", filename=f"{analysis_id[:12]}-{layer}.npy")

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, Path, Query, 
 from starlette.concurrency import run_in_threadpool
 
 from app.api.analyses import analysis_url, layer_url, read_upload
+from app.api.caching import NOT_MODIFIED, immutable_response
 from app.engine.analysis import Analysis
 from app.engine.errors import ExperimentNotReady, InvalidParameter, UnknownLayer
 from app.lab import facts, similarity
@@ -72,9 +73,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(lifespan=_lifespan)
 
 Responses = dict[int | str, dict[str, Any]]
-PNG: Responses = {200: {"content": {"image/png": {}}, "description": "A PNG image."}}
+PNG: Responses = {200: {"content": {"image/png": {}}, "description": "A PNG image."}, **NOT_MODIFIED}
 SVG: Responses = {200: {"content": {"image/svg+xml": {}}, "description": "An SVG chart."}}
-NPY: Responses = {200: {"content": {"application/octet-stream": {}}, "description": "A NumPy .npy array."}}
+NPY: Responses = {
+    200: {"content": {"application/octet-stream": {}}, "description": "A NumPy .npy array."},
+    **NOT_MODIFIED,
+}
 
 
 def _errors(*codes: int) -> Responses:
@@ -83,7 +87,6 @@ def _errors(*codes: int) -> Responses:
 
 # Charts carry no scripts or styles; the policy says so to any browser that opens one directly.
 SVG_HEADERS = {"Content-Security-Policy": "default-src 'none'", "Cache-Control": "private, max-age=3600"}
-IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable"}
 
 JobId = Annotated[str, Path(description="The id returned by POST /api/v1/experiments/orientation-tuning.")]
 ModelId = Annotated[str, Path(description="A model id from GET /api/v1/models.")]
@@ -128,10 +131,6 @@ def _finite(value: float) -> float | None:
 
 def _svg(content: str) -> Response:
     return Response(content, media_type="image/svg+xml", headers=SVG_HEADERS)
-
-
-def _png(content: bytes) -> Response:
-    return Response(content, media_type="image/png", headers=IMMUTABLE)
 
 
 def _image_route(path: str, kind: Responses, *codes: int, tag: str, summary: str) -> Any:
@@ -486,10 +485,10 @@ def _fields_public(model_id: str, measured: LayerFields, zoom: int, px_per_degre
     tag="receptive fields",
     summary="The first convolution's kernels as a tile grid",
 )
-async def get_kernels_png(model_id: ModelId, runtime: RuntimeDep, lab: LabDep) -> Response:
+async def get_kernels_png(model_id: ModelId, request: Request, runtime: RuntimeDep, lab: LabDep) -> Response:
     runtime.registry.card(model_id)
     kernels = await runtime.run(lab.kernels, model_id)
-    return _png(kernels.png)
+    return immutable_response(request, kernels.png, "image/png")
 
 
 async def _rendered_fields(
@@ -511,8 +510,8 @@ FieldsDep = Annotated[RenderedFields, Depends(_rendered_fields)]
     tag="receptive fields",
     summary="A layer's linear receptive fields as a tile grid (RGB, symmetric around 0)",
 )
-async def get_fields_png(rendered: FieldsDep) -> Response:
-    return _png(rendered.fields_png)
+async def get_fields_png(request: Request, rendered: FieldsDep) -> Response:
+    return immutable_response(request, rendered.fields_png, "image/png")
 
 
 @_image_route(
@@ -524,8 +523,8 @@ async def get_fields_png(rendered: FieldsDep) -> Response:
     tag="receptive fields",
     summary="Each field's spatial profile beside its fitted Gabor",
 )
-async def get_fits_png(rendered: FieldsDep) -> Response:
-    return _png(rendered.fits_png)
+async def get_fits_png(request: Request, rendered: FieldsDep) -> Response:
+    return immutable_response(request, rendered.fits_png, "image/png")
 
 
 @_image_route(
@@ -609,9 +608,9 @@ async def get_gradcam(gradcam: GradCamDep, runtime: RuntimeDep, class_index: Cla
     tag="analyses",
     summary="Grad-CAM laid over the input as the network saw it",
 )
-async def get_gradcam_png(gradcam: GradCamDep) -> Response:
+async def get_gradcam_png(request: Request, gradcam: GradCamDep) -> Response:
     _, rendered = gradcam
-    return _png(rendered.overlay_png)
+    return immutable_response(request, rendered.overlay_png, "image/png")
 
 
 @_image_route(
@@ -623,16 +622,12 @@ async def get_gradcam_png(gradcam: GradCamDep) -> Response:
     tag="analyses",
     summary="Grad-CAM upsampled to the input size (float32 H×W)",
 )
-async def get_gradcam_npy(analysis_id: AnalysisId, gradcam: GradCamDep) -> Response:
+async def get_gradcam_npy(analysis_id: AnalysisId, request: Request, gradcam: GradCamDep) -> Response:
     _, rendered = gradcam
     buffer = io.BytesIO()
     np.save(buffer, rendered.cam.upsampled.astype(np.float32), allow_pickle=False)
     filename = f"{analysis_id[:12]}-gradcam-{rendered.cam.layer}-{rendered.cam.class_index}.npy"
-    return Response(
-        buffer.getvalue(),
-        media_type="application/octet-stream",
-        headers={**IMMUTABLE, "Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return immutable_response(request, buffer.getvalue(), "application/octet-stream", filename=filename)
 
 
 # Comparisons ----------------------------------------------------------------------------------------------------

@@ -67,6 +67,34 @@ def test_atlas_channel_input_and_npy(client, coffee_analysis):
     assert np.isclose(array[channel].mean(), layer["top_channels"][0]["mean"], rtol=1e-4)
 
 
+def test_maps_and_arrays_are_revalidated_by_their_etag(client, coffee_analysis):
+    layer = next(layer for layer in coffee_analysis["layers"] if layer["name"] == "blocks.1")
+    channel = layer["top_channels"][0]["index"]
+    urls = [
+        coffee_analysis["input_url"],
+        layer["atlas_url"],
+        f"{layer['channels_url']}/{channel}.png",
+        layer["activations_url"],
+    ]
+    tags = set()
+    for url in urls:
+        first = client.get(url)
+        etag = first.headers["etag"]
+        assert first.status_code == 200 and etag.startswith('"') and etag.endswith('"')
+        tags.add(etag)
+        again = client.get(url)
+        assert again.headers["etag"] == etag  # the same bytes, the same tag
+        for held in (etag, f"W/{etag}", f'"elsewhere", {etag}', "*"):
+            unchanged = client.get(url, headers={"If-None-Match": held})
+            assert unchanged.status_code == 304 and unchanged.content == b""
+            assert unchanged.headers["etag"] == etag and "immutable" in unchanged.headers["cache-control"]
+        assert client.get(url, headers={"If-None-Match": '"elsewhere"'}).content == first.content
+    assert len(tags) == len(urls)
+    download = client.get(layer["activations_url"], headers={"If-None-Match": '"elsewhere"'})
+    filename = f"{coffee_analysis['id'][:12]}-blocks.1.npy"
+    assert download.headers["content-disposition"] == f'attachment; filename="{filename}"'
+
+
 def test_channel_pages_are_sorted_and_complete(client, coffee_analysis):
     layer = next(layer for layer in coffee_analysis["layers"] if layer["name"] == "bn2")
     first = client.get(layer["channels_url"], params={"limit": 256}).json()

@@ -138,7 +138,9 @@ def filters(client: TestClient) -> dict:
 def test_first_layer_filters_and_gabor_fits(client: TestClient, filters: dict) -> None:
     kernels = filters["kernels"]
     assert kernels["layer"] == "conv_stem" and kernels["shape"] == [32, 3, 3, 3]
-    assert png_size(client.get(kernels["image_url"])) == (6 * (3 * 16 + 2) + 2,) * 2
+    image = client.get(kernels["image_url"])
+    assert png_size(image) == (6 * (3 * 16 + 2) + 2,) * 2
+    assert client.get(kernels["image_url"], headers={"If-None-Match": image.headers["etag"]}).status_code == 304
     (layer,) = filters["layers"]
     assert (layer["layer"], layer["rf_px"], layer["patch_px"], layer["channels"]) == ("blocks.0", 7, 11, 16)
     assert layer["share_well_fit"] >= 0.8 and layer["control_share"] <= 0.3
