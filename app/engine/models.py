@@ -112,7 +112,8 @@ class ModelRegistry:
         self._shapes: dict[str, dict[str, tuple[int, ...]]] = {}
         self._param_counts: dict[str, int] = {}
         self._locks = {model_id: threading.Lock() for model_id in cards}
-        # Facts (fields, shapes) are worked out once under these; not under the load locks, which the skeleton takes.
+        # Facts (fields, shapes, parameter counts) are worked out once under these; not under the load locks, which
+        # the skeleton takes.
         self._fact_locks = {model_id: threading.Lock() for model_id in cards}
 
     @classmethod
