@@ -23,7 +23,10 @@ class Settings(BaseSettings):
         40_000_000, gt=0, description="Largest accepted image, width × height; larger ones are refused as bombs."
     )
     cache_mb: int = Field(
-        512, gt=0, description="Memory budget of the analysis store, in MB (least recently used first out)."
+        512,
+        gt=0,
+        description="Memory budget of the analysis store, in MB (least recently used first out); touched once at "
+        "start-up, so resident memory starts near where a full store takes it.",
     )
     torch_threads: int = Field(
         0, ge=0, description="Threads torch may use for one forward pass; 0 keeps torch's default."

@@ -13,7 +13,7 @@ import torch
 from fastapi import Request
 
 from app.config import Settings
-from app.engine.allocator import keep_freed_memory
+from app.engine.allocator import keep_freed_memory, prefault_heap
 from app.engine.analysis import Analyser, Analysis
 from app.engine.errors import Overloaded
 from app.engine.inference_pool import InferencePool
@@ -113,6 +113,9 @@ class Runtime:
         except Exception as error:  # the app keeps serving other models; /readyz reports the reason
             self.preload_error = str(error)
             logger.exception("the default model %s could not be loaded", self.registry.default_id)
+        # The store keeps each analysis's maps, allocated on this thread (the first worker runs most passes):
+        # touched now, the first few hundred analyses do not each fault in their memory (``prefault_heap``).
+        prefault_heap(self.settings.cache_mb * 1_000_000)
 
     def _work_ahead(self, *work: Callable[[], object]) -> None:
         """Run ``work`` on the render thread, in order, unless the runtime is closing."""

@@ -27,9 +27,10 @@ print(json.dumps({"kept": kept, "faults": min(faults[2:]), "every_pass": faults}
 """
 
 
-def faults_of_a_warm_pass(mode: str) -> dict:
+def in_a_fresh_process(script: str, mode: str) -> dict:
+    """The JSON that ``script`` prints last, run as ``python -c script mode``: malloc's state starts clean."""
     done = subprocess.run(
-        [sys.executable, "-c", FAULTS_OF_A_WARM_PASS, mode],
+        [sys.executable, "-c", script, mode],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -40,9 +41,41 @@ def faults_of_a_warm_pass(mode: str) -> dict:
 
 
 def test_a_warm_forward_pass_reuses_the_memory_the_last_one_freed():
-    default = faults_of_a_warm_pass("default")
-    kept = faults_of_a_warm_pass("kept")
+    default = in_a_fresh_process(FAULTS_OF_A_WARM_PASS, "default")
+    kept = in_a_fresh_process(FAULTS_OF_A_WARM_PASS, "kept")
     assert kept["kept"] is True
     # With glibc's own thresholds each pass faults its feature maps in again (thousands of pages, ~14 MB).
     assert default["faults"] > 1000
     assert kept["faults"] < default["faults"] / 20, (default, kept)
+
+
+# On one thread: optionally prefault 64 MB, then allocate and keep 40 MB of maps as the analysis store does.
+FAULTS_OF_KEPT_MAPS = """
+import json, resource, sys, threading
+import torch
+from app.engine.allocator import keep_freed_memory, prefault_heap
+
+keep_freed_memory()
+result = {}
+
+def keep_maps():
+    result["touched"] = prefault_heap(64_000_000) if sys.argv[1] == "prefaulted" else 0
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    kept = [torch.rand(250_000) for _ in range(40)]  # 1 MB each
+    result["faults"] = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+    result["kept"] = len(kept)
+
+worker = threading.Thread(target=keep_maps)
+worker.start()
+worker.join()
+print(json.dumps(result))
+"""
+
+
+def test_maps_kept_after_a_prefault_land_on_pages_already_resident():
+    fresh = in_a_fresh_process(FAULTS_OF_KEPT_MAPS, "fresh")
+    prefaulted = in_a_fresh_process(FAULTS_OF_KEPT_MAPS, "prefaulted")
+    assert prefaulted["touched"] >= 64_000_000
+    # 40 MB of new memory is about 10,000 pages of 4 kB, each faulted in on first use.
+    assert fresh["faults"] > 5000, fresh
+    assert prefaulted["faults"] < fresh["faults"] / 20, (fresh, prefaulted)
