@@ -40,7 +40,7 @@ def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 12, per_r
     }
 
 
-def throughput_and_health(forward: BareForward, srv: Server, analyses: int = 80, clients: int = 4) -> list[Figure]:
+def throughput_and_health(forward: BareForward, srv: Server, analyses: int = 200, clients: int = 4) -> list[Figure]:
     """4 concurrent clients' analyses/s ÷ bare forward/s, and /healthz p99 while they saturate the CPU."""
     bare_per_s = 1 / forward.median(30)
     photos = list(distinct_photos(analyses, seed=2))
