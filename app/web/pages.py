@@ -7,6 +7,7 @@ and report the engine's errors with the same sentences, inline where the user ac
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -14,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
-from app.api.analyses import analysis_public, channel_url, list_channels, read_upload
+from app.api.analyses import analysis_public, channel_url, list_channels, read_upload, server_timing
 from app.api.models import describe_model
 from app.brain import Citation, how_to_read, load_areas, load_citations
 from app.engine.analysis import Analysis, check_channel
@@ -116,6 +117,7 @@ async def create_analysis_page(
     model: Annotated[str | None, Form()] = None,
 ) -> Response:
     """The upload form's target: 303 to the analysis page, or the home page again with the error inline."""
+    started = time.perf_counter()
     model_id = model or runtime.registry.default_id
     try:
         runtime.registry.card(model_id)
@@ -127,7 +129,7 @@ async def create_analysis_page(
             data = await read_upload(file, runtime.settings.max_upload_bytes)
         else:
             raise NoImage()
-        analysis, _computed = await runtime.run(runtime.analyser.analyse, data, model_id)
+        analysis, computed = await runtime.run(runtime.analyser.analyse, data, model_id)
     except EngineError as error:
         status = error_status(error)
         context = await run_in_threadpool(home_context, runtime, model=model_id, error=str(error))
@@ -135,15 +137,21 @@ async def create_analysis_page(
         return render(request, "pages/home.html", context, status_code=status, headers=headers)
     request.state.analysis_id = analysis.id
     page_url = f"/analyses/{analysis.id}"
+    timings = dict(analysis.timings_ms) if computed else {}
+    response: Response
     if is_htmx(request):
         # The page itself, with its URL for the history: a redirect would cost the browser another round trip
         # before it could start on the page and its pictures.
+        analysed = time.perf_counter()
         response = await run_in_threadpool(analysis_page_response, request, runtime, analysis)
+        timings["page"] = (time.perf_counter() - analysed) * 1000
         response.headers["HX-Push-Url"] = page_url
-        return response
-    runtime.render_ahead(analysis)
-    # Without JavaScript: post, redirect, get, so that reloading the page does not post the image again.
-    return RedirectResponse(page_url, status_code=303, headers={"Vary": "HX-Request"})
+    else:
+        runtime.render_ahead(analysis)
+        # Without JavaScript: post, redirect, get, so that reloading the page does not post the image again.
+        response = RedirectResponse(page_url, status_code=303, headers={"Vary": "HX-Request"})
+    response.headers["Server-Timing"] = server_timing(timings, (time.perf_counter() - started) * 1000)
+    return response
 
 
 # --- analysis -----------------------------------------------------------------------------------------------

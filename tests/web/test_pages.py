@@ -11,7 +11,7 @@ from markupsafe import escape
 
 from app.brain import AREA_IDS, load_areas
 from app.web.samples import SAMPLES
-from tests.conftest import jpeg
+from tests.conftest import encode, jpeg, photo
 
 
 class Scan(HTMLParser):
@@ -200,6 +200,18 @@ def test_an_htmx_upload_gets_the_analysis_page_and_its_url_in_one_answer(client:
     page_url = response.headers["HX-Push-Url"]
     assert re.fullmatch(r"/analyses/[0-9a-f]{32}", page_url)
     assert response.text == client.get(page_url, headers=htmx).text  # what a reload of that URL swaps in
+
+
+def test_an_upload_says_where_its_time_went(client: TestClient) -> None:
+    htmx = {"HX-Request": "true", "HX-Request-Type": "partial"}
+    files = {"file": ("rocket.png", encode(photo("rocket")[40:280, 60:300], "PNG"), "image/png")}
+    first = client.post("/analyses", files=files, headers=htmx, follow_redirects=False)
+    again = client.post("/analyses", files=files, follow_redirects=False)
+    durations = dict(re.findall(r"(\w+);dur=([\d.]+)", first.headers["Server-Timing"]))
+    assert set(durations) == {"decode", "forward", "stats", "page", "total"}
+    assert float(durations["total"]) >= float(durations["forward"]) + float(durations["page"])
+    # Answered from the store, without JavaScript: a redirect, with only the total.
+    assert again.status_code == 303 and re.fullmatch(r"total;dur=[\d.]+", again.headers["Server-Timing"])
 
 
 def test_htmx_gets_fragments_of_the_same_urls(client: TestClient, coffee_page: tuple[str, str]) -> None:
