@@ -12,6 +12,7 @@ from app.main import create_app
 from app.runtime import Runtime
 from app.web.templating import templates
 from tests.conftest import jpeg, make_settings, wait_ready
+from tests.live import live_server, server_env
 
 
 def test_inference_threads_use_the_configured_torch_threads(tmp_path):
@@ -37,6 +38,20 @@ def test_a_full_queue_is_refused_at_once(tmp_path):
 
     asyncio.run(scenario())
     runtime.shutdown()
+
+
+def resident_mb_once_ready(tmp_path, cache_mb: int) -> float:
+    env = server_env({"weights_dir": tmp_path / "weights", "id_secret": "test-secret", "cache_mb": cache_mb})
+    with live_server(env, log_path=tmp_path / f"server-{cache_mb}.log") as server:
+        return server.rss_mb()
+
+
+def test_the_store_budget_is_resident_once_the_server_is_ready(tmp_path):
+    # Prefaulted on the first inference worker before /readyz, so that the maps the store keeps land on pages
+    # already resident (``app.engine.allocator.prefault_heap``).
+    small = resident_mb_once_ready(tmp_path, cache_mb=16)
+    large = resident_mb_once_ready(tmp_path, cache_mb=400)
+    assert large - small > 300, (small, large)
 
 
 def native_threads_outside_python() -> set[int]:
