@@ -45,8 +45,8 @@ _kept = False
 
 
 def keep_freed_memory() -> bool:
-    """Fix glibc's malloc thresholds for this process (once; later calls do nothing). False where the C library is
-    not glibc (musl, macOS), which is left as it is."""
+    """Fix glibc's malloc thresholds and top pad for this process (once; later calls do nothing). False where the C
+    library is not glibc (musl, macOS), which is left as it is."""
     global _kept
     if _kept:
         return True
@@ -62,7 +62,7 @@ def keep_freed_memory() -> bool:
     settings = ((_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD))
     _kept = all(mallopt(option, value) for option, value in settings)
     if not _kept:
-        logger.warning("the C library refused fixed malloc thresholds; forward passes will fault their memory in")
+        logger.warning("the C library refused fixed malloc settings; forward passes will fault their memory in")
     return _kept
 
 

@@ -53,14 +53,14 @@ def test_a_warm_forward_pass_reuses_the_memory_the_last_one_freed():
 # hand, as the server did before it fixed the top pad too.
 FAULTS_OF_A_FREED_WORKING_SET = """
 import ctypes, json, resource, sys, threading
-from app.engine.allocator import keep_freed_memory
+from app.engine import allocator
 
 if sys.argv[1] == "kept":
-    keep_freed_memory()
+    allocator.keep_freed_memory()
 else:
     mallopt = ctypes.CDLL(None).mallopt
-    mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
-    mallopt(-1, 128 * 1024 * 1024)  # M_TRIM_THRESHOLD
+    mallopt(allocator._M_MMAP_THRESHOLD, allocator._MMAP_THRESHOLD)
+    mallopt(allocator._M_TRIM_THRESHOLD, allocator._TRIM_THRESHOLD)
 
 def work(result):
     faults = []
