@@ -26,7 +26,8 @@ class Settings(BaseSettings):
         512,
         gt=0,
         description="Memory budget of the analysis store, in MB (least recently used first out); up to 1 GB of it is "
-        "touched once at start-up, so resident memory starts near where a full store takes it.",
+        "touched once at start-up (and an equal share by each further inference worker), so resident memory starts "
+        "near where a full store takes it.",
     )
     torch_threads: int = Field(
         0, ge=0, description="Threads torch may use for one forward pass; 0 keeps torch's default."

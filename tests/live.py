@@ -2,11 +2,13 @@
 
 One way to start it (``uvicorn app.main:app`` or ``cortexlens serve``), wait for it, report why it did not come
 up (with its log), and stop it; the robustness tests, the browser tests, the worker test and ``bench`` share it.
+Also a script in a fresh interpreter, for what depends on a process's state from its start (malloc's arenas).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -46,6 +48,19 @@ class LiveServer:
 
     def rss_mb(self) -> float:
         return rss_mb(self.process)
+
+
+def in_a_fresh_process(script: str, mode: str) -> dict:
+    """The JSON that ``script`` prints last, run as ``python -c script mode``: malloc's state starts clean."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, mode],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def rss_mb(process: subprocess.Popen[bytes]) -> float:

@@ -12,7 +12,7 @@ from app.main import create_app
 from app.runtime import Runtime
 from app.web.templating import templates
 from tests.conftest import jpeg, make_settings, wait_ready
-from tests.live import live_server, server_env
+from tests.live import in_a_fresh_process, live_server, server_env
 
 
 def test_inference_threads_use_the_configured_torch_threads(tmp_path):
@@ -52,6 +52,43 @@ def test_the_store_budget_is_resident_once_the_server_is_ready(tmp_path):
     small = resident_mb_once_ready(tmp_path, cache_mb=16)
     large = resident_mb_once_ready(tmp_path, cache_mb=400)
     assert large - small > 300, (small, large)
+
+
+# A runtime with two workers and a 200 MB store, its default model preloaded; then one job on each worker, side by
+# side, reports the page faults its thread has taken so far. In a fresh process: a new thread may take over the
+# malloc arena, pages already resident, of a thread that has ended.
+FAULTS_OF_EACH_WORKER_ONCE_READY = """
+import asyncio, json, resource, sys, tempfile, threading
+from pathlib import Path
+from app.config import Settings
+from app.runtime import Runtime
+
+folder = Path(tempfile.mkdtemp())
+settings = Settings(weights_dir=folder, id_secret="test", cache_mb=200, torch_threads=2, inference_workers=2)
+runtime = Runtime(settings)
+runtime.preload_default().result(timeout=120)
+both_running = threading.Barrier(2, timeout=30)
+
+def faults_so_far():
+    both_running.wait()  # so that the two land on different workers
+    return threading.current_thread().name, resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+async def side_by_side():
+    return await asyncio.gather(runtime.run(faults_so_far), runtime.run(faults_so_far))
+
+faults = dict(asyncio.run(side_by_side()))
+runtime.shutdown()
+print(json.dumps({"faults": faults, "page": resource.getpagesize()}))
+"""
+
+
+def test_every_inference_worker_touches_its_share_of_the_store_before_its_first_analysis():
+    # Each worker keeps the maps it computes in a malloc arena of its own; a second worker that had not touched
+    # its share faulted in every page of its analyses' maps while the store filled.
+    result = in_a_fresh_process(FAULTS_OF_EACH_WORKER_ONCE_READY, "")
+    faults, pages = result["faults"], 200_000_000 // result["page"]
+    assert faults["inference-0_0"] > 0.9 * pages, faults  # the whole budget
+    assert faults["inference-1_0"] > 0.9 * pages / 2, faults  # an equal share
 
 
 def native_threads_outside_python() -> set[int]:

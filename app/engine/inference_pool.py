@@ -60,6 +60,11 @@ class InferencePool:
                 self._start_next(self._idle.pop(0))
         return job.future
 
+    def on_every_worker(self, work: Callable[[int], object]) -> list[Future[Any]]:
+        """Run ``work(index)`` once on each worker's own thread, ahead of any work submitted after: for what is kept
+        per thread, such as its malloc arena. It does not count as a job; a worker takes its next job once done."""
+        return [worker.submit(work, index) for index, worker in enumerate(self._workers)]
+
     def shutdown(self) -> None:
         """Refuse new work, finish everything queued and running, then end the threads."""
         with self._lock:

@@ -1,8 +1,4 @@
-import json
-import subprocess
-import sys
-
-from tests.live import PROJECT_ROOT
+from tests.live import in_a_fresh_process
 
 # The default model's forward pass, six times in a fresh process; prints the fewest page faults of a warm pass.
 FAULTS_OF_A_WARM_PASS = """
@@ -25,19 +21,6 @@ with torch.inference_mode():
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(json.dumps({"kept": kept, "faults": min(faults[2:]), "every_pass": faults}))
 """
-
-
-def in_a_fresh_process(script: str, mode: str) -> dict:
-    """The JSON that ``script`` prints last, run as ``python -c script mode``: malloc's state starts clean."""
-    done = subprocess.run(
-        [sys.executable, "-c", script, mode],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_a_warm_forward_pass_reuses_the_memory_the_last_one_freed():

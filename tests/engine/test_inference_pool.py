@@ -71,3 +71,17 @@ def test_work_handed_to_a_worker_is_done_even_if_its_caller_stops_waiting(pool):
     handed = pool.submit(where)
     assert not handed.cancel()
     assert handed.result(timeout=10)[0] == "inference-0_0"
+
+
+def test_work_on_every_worker_runs_once_on_each_thread_before_later_jobs():
+    pool = InferencePool(workers=2, threads=2)
+    gate = threading.Event()
+    ran: list[tuple[int, str]] = []
+    prepared = pool.on_every_worker(lambda index: (gate.wait(10), ran.append((index, where()[0]))))
+    job = pool.submit(where)
+    assert not job.done()  # queued behind the first worker's preparation
+    gate.set()
+    assert job.result(timeout=10)[0] == "inference-0_0"
+    assert all(future.result(timeout=10) for future in prepared)
+    assert sorted(ran) == [(0, "inference-0_0"), (1, "inference-1_0")]
+    pool.shutdown()
