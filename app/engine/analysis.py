@@ -174,9 +174,7 @@ class Analyser:
         card = model.card
         prepared = prepare_image(data, card.preprocess, max_bytes=self._max_bytes, max_pixels=self._max_pixels)
         decoded = time.perf_counter()
-        from app.engine.capture import capture
-
-        logits, captured = capture(model.module, [layer.name for layer in card.layers], prepared.tensor)
+        logits, captured = model.capture(prepared.tensor)
         forwarded = time.perf_counter()
         probabilities = torch.softmax(logits[0].float(), dim=0)
         top = torch.topk(probabilities, TOP_PREDICTIONS)

@@ -15,7 +15,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from app.engine.capture import output_shapes
+from app.engine.capture import TracedCapture, output_shapes
 from app.engine.cards import ModelCard, load_cards
 from app.engine.efficientnet_lite import efficientnet_lite
 from app.engine.errors import ModelUnavailable, UnknownModel, WeightsMissing
@@ -78,6 +78,8 @@ class LoadedModel:
     module: nn.Module
     trained: bool
     labels: list[str] = field(repr=False)
+    # The forward pass of an analysis: the card's layers recorded, at the card's input size.
+    capture: TracedCapture = field(repr=False)
 
     @property
     def input_size(self) -> int:
@@ -210,7 +212,14 @@ class ModelRegistry:
             logger.warning("%s has no weights here; serving it untrained (random weights)", card.id)
         module.eval().requires_grad_(False)
         logger.info("loaded %s (%s)", card.id, "trained" if status.available else "untrained")
-        return LoadedModel(card=card, module=module, trained=status.available, labels=imagenet_categories())
+        layers = [layer.name for layer in card.layers]
+        return LoadedModel(
+            card=card,
+            module=module,
+            trained=status.available,
+            labels=imagenet_categories(),
+            capture=TracedCapture(module, layers, card.preprocess.crop),
+        )
 
 
 def _count_parameters(skeleton: nn.Module, _input_size: int) -> int:

@@ -3,7 +3,7 @@ import threading
 import torch
 from torch import nn
 
-from app.engine.capture import capture
+from app.engine.capture import TracedCapture, capture
 
 
 class Doubler(nn.Module):
@@ -44,3 +44,46 @@ def test_outputs_are_recorded_before_a_following_in_place_op():
     model = nn.Sequential(nn.Identity(), nn.ReLU(inplace=True))
     _, captured = capture(model, ["0"], torch.tensor([[-1.0, 2.0]]))
     assert captured["0"].tolist() == [[-1.0, 2.0]]
+
+
+class ChoosesByValue(nn.Module):
+    """Control flow on the input's values: a trace keeps only the branch its example (zeros) took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mapped = self.conv(x)
+        return mapped if float(x.abs().sum()) == 0 else -mapped
+
+
+def test_a_traced_capture_records_exactly_what_the_eager_one_does():
+    torch.manual_seed(0)
+    # AlexNet's layout in small: each conv is followed by an in-place ReLU that must not reach the recorded conv.
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True), nn.Flatten()
+    ).eval()
+    layers = ["0", "2", "3"]
+    traced = TracedCapture(model, layers, input_size=16)
+    assert traced.graph is not None
+    for _ in range(3):  # past the executor's profiling runs too
+        batch = torch.randn(1, 3, 16, 16)
+        output, recorded = traced(batch)
+        expected_output, expected = capture(model, layers, batch)
+        assert torch.equal(output, expected_output)
+        assert recorded.keys() == expected.keys()
+        assert all(torch.equal(recorded[name], expected[name]) for name in layers)
+        assert (recorded["0"] < 0).any()  # the conv's own output, before its ReLU
+
+
+def test_a_traced_capture_is_eager_at_another_size_and_for_a_model_it_cannot_follow():
+    model = nn.Sequential(nn.Conv2d(3, 2, 3)).eval()
+    batch = torch.randn(1, 3, 12, 12)
+    output, recorded = TracedCapture(model, ["0"], input_size=16)(batch)
+    assert output.shape == (1, 2, 10, 10) and torch.equal(recorded["0"], output)
+    branching = ChoosesByValue().eval()
+    untraceable = TracedCapture(branching, ["conv"], input_size=8)
+    assert untraceable.graph is None
+    batch = torch.randn(1, 3, 8, 8)
+    assert torch.equal(untraceable(batch)[0], capture(branching, ["conv"], batch)[0])

@@ -84,3 +84,17 @@ def test_cards_parse_strictly(tmp_path):
     (tmp_path / "bad.toml").write_text((PROJECT_ROOT / "models" / "resnet18.toml").read_text() + "\ntypo_key = 1\n")
     with pytest.raises(ValueError, match="typo_key"):
         ModelRegistry.from_folder(Path(tmp_path), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_id", ["efficientnet_lite0", "alexnet", "vgg16", "resnet18", "resnet50"])
+def test_every_card_is_analysed_through_a_traced_pass_that_records_what_the_eager_one_does(tmp_path, model_id):
+    # Traced at load, and checked there against the eager pass; again here on a real photo.
+    registry = ModelRegistry.from_folder(PROJECT_ROOT / "models", tmp_path, allow_untrained=True)
+    model = registry.get(model_id)
+    assert model.capture.graph is not None
+    batch = prepare_image(jpeg("astronaut"), model.card.preprocess, max_bytes=10**8, max_pixels=10**8).tensor
+    output, recorded = model.capture(batch)
+    expected_output, expected = capture(model.module, [layer.name for layer in model.card.layers], batch)
+    assert torch.equal(output, expected_output)
+    assert all(torch.equal(recorded[name], expected[name]) for name in expected)
