@@ -66,4 +66,5 @@ def time_to_full_view(forward: BareForward, srv: Server, runs: int = 7) -> dict:
         "ok": ratio <= 5,
         "full_view_ms": round(statistics.median(samples) * 1000, 1),
         "forward_ms": round(bare * 1000, 1),
+        "over_eager_forward": round(statistics.median(samples) / forward.eager_median(30), 2),
     }

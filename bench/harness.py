@@ -8,7 +8,8 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,9 @@ def post_analysis(client: httpx.Client, data: bytes) -> httpx.Response:
 
 class BareForward:
     """The physical floor: the default model's forward pass alone, in this process, with the server's thread count
-    and malloc thresholds (``app.engine.allocator``), so that the server's own speed-ups lower the floor too."""
+    and malloc thresholds (``app.engine.allocator``), and traced into a TorchScript graph as the server runs it
+    (``app.engine.capture.TracedCapture``), so that the server's own speed-ups lower the floor too. The eager
+    ``nn.Module`` pass is measured beside it, for the figures against it."""
 
     def __init__(self) -> None:
         from app.config import Settings
@@ -100,18 +103,32 @@ class BareForward:
         keep_freed_memory()
         settings = Settings()
         registry = ModelRegistry.from_folder(settings.models_dir, settings.weights_dir)
-        self.model = registry.get(registry.default_id).module
+        self.eager = registry.get(registry.default_id).module
         self.batch = torch.randn(1, 3, 224, 224)
-        self.once()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the tracer's notes on sizes it turns into constants
+            self.model = torch.jit.trace(self.eager, self.batch)
+        for _ in range(3):  # the TorchScript executor optimises after its first runs
+            self.once()
+        self.eager_once()
 
     def once(self) -> float:
+        return self._time(self.model)
+
+    def eager_once(self) -> float:
+        return self._time(self.eager)
+
+    def _time(self, model: Callable[[torch.Tensor], object]) -> float:
         with torch.inference_mode():
             started = time.perf_counter()
-            self.model(self.batch)
+            model(self.batch)
             return time.perf_counter() - started
 
     def median(self, runs: int) -> float:
         return statistics.median(self.once() for _ in range(runs))
+
+    def eager_median(self, runs: int) -> float:
+        return statistics.median(self.eager_once() for _ in range(runs))
 
     def side_by_side_per_s(self, runs: int) -> float:
         """Forward passes per second with one one-thread pass per thread of ours, side by side: the most the
