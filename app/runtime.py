@@ -94,8 +94,9 @@ class Runtime:
         self._work_ahead(partial(self.analyser.render_first_view, analysis))
 
     def preload_default(self, *page_work: Callable[[], object]) -> Future[None]:
-        """Load the default model and run it once, on the pool's first worker: submitted before any request, it
-        lands there, and the thread that will run most forward passes is the one that has touched the weights.
+        """Load the default model on the pool's first worker: submitted before any request, it lands there, and the
+        thread that will run most forward passes is the one that has touched the weights. Loading traces the
+        model's analysis pass and runs it a few times (``TracedCapture``), which warms it up too.
 
         Once ``/readyz`` says ready, the render thread prepares what the first analysis page would otherwise wait
         for: the default model's receptive fields and layer shapes (the first of them imports ``torch._dynamo``,
@@ -115,9 +116,7 @@ class Runtime:
         # /readyz, which says ready once it has, waits for it too.
         prefault_heap(self._prefault_bytes)
         try:
-            model = self.registry.get(self.registry.default_id)
-            with torch.inference_mode():
-                model.module(torch.zeros(1, 3, model.input_size, model.input_size))
+            self.registry.get(self.registry.default_id)
         except Exception as error:  # the app keeps serving other models; /readyz reports the reason
             self.preload_error = str(error)
             logger.exception("the default model %s could not be loaded", self.registry.default_id)
