@@ -8,7 +8,6 @@ import statistics
 import subprocess
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,6 +96,7 @@ class BareForward:
     def __init__(self) -> None:
         from app.config import Settings
         from app.engine.allocator import keep_freed_memory
+        from app.engine.capture import TracedCapture
         from app.engine.models import ModelRegistry
 
         torch.set_num_threads(THREADS)
@@ -105,11 +105,9 @@ class BareForward:
         registry = ModelRegistry.from_folder(settings.models_dir, settings.weights_dir)
         self.eager = registry.get(registry.default_id).module
         self.batch = torch.randn(1, 3, 224, 224)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the tracer's notes on sizes it turns into constants
-            self.model = torch.jit.trace(self.eager, self.batch)
-        for _ in range(3):  # the TorchScript executor optimises after its first runs
-            self.once()
+        # The server's traced pass with no layers recorded: traced, checked and warmed up as the server's is.
+        self.model = TracedCapture(self.eager, [], input_size=224)
+        self.once()
         self.eager_once()
 
     def once(self) -> float:
