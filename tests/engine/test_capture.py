@@ -87,3 +87,21 @@ def test_a_traced_capture_is_eager_at_another_size_and_for_a_model_it_cannot_fol
     assert untraceable.graph is None
     batch = torch.randn(1, 3, 8, 8)
     assert torch.equal(untraceable(batch)[0], capture(branching, ["conv"], batch)[0])
+
+
+def test_only_outputs_a_later_op_changes_in_place_or_views_need_copies():
+    class Halves(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :2]
+
+    # Conv "0" is overwritten by the in-place ReLU "1", whose own output nothing changes after it; "2" is only
+    # read; "3" is a view into "2"'s output.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), Halves(), nn.Flatten()).eval()
+    layers = ["0", "1", "2", "3"]
+    traced = TracedCapture(model, layers, input_size=16)
+    assert traced.copies == {"0", "3"}
+    batch = torch.randn(1, 3, 16, 16)
+    _, recorded = traced(batch)
+    _, expected = capture(model, layers, batch)
+    assert all(torch.equal(recorded[name], expected[name]) for name in layers)
+    assert recorded["3"].untyped_storage().nbytes() == recorded["3"].numel() * 4
