@@ -80,3 +80,16 @@ def test_refusals():
         prepare(jpeg("coffee")[:4000])
     with pytest.raises(ImageTooLarge, match="pixels"):
         prepare(save(Image.new("1", (20_000, 20_000)), "PNG"), max_pixels=40_000_000)
+
+
+IMAGENET = Preprocess(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+@pytest.mark.parametrize("preprocess", [PRE, IMAGENET], ids=["lite", "imagenet"])
+def test_the_batch_is_torchvisions_to_tensor_and_normalize_of_the_view_bit_for_bit(preprocess):
+    import torch
+    from torchvision.transforms import functional
+
+    prepared = prepare_image(jpeg("chelsea"), preprocess, max_bytes=10**8, max_pixels=10**8)
+    expected = functional.normalize(functional.to_tensor(prepared.view), preprocess.mean, preprocess.std)
+    assert torch.equal(prepared.tensor, expected.unsqueeze(0))
