@@ -1,5 +1,6 @@
 import asyncio
 import os
+import sys
 import threading
 import time
 
@@ -15,9 +16,10 @@ from tests.conftest import jpeg, make_settings, wait_ready
 from tests.live import in_a_fresh_process, live_server, server_env
 
 
-def test_inference_threads_use_the_configured_torch_threads(tmp_path):
+def test_inference_threads_use_the_configured_torch_threads_and_wait_at_most_1_ms_for_the_gil(tmp_path):
     runtime = Runtime(make_settings(tmp_path, torch_threads=1, preload=False))
     assert asyncio.run(runtime.run(torch.get_num_threads)) == 1
+    assert sys.getswitchinterval() == pytest.approx(0.001)
     runtime.shutdown()
 
 
