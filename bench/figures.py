@@ -3,33 +3,45 @@
 from __future__ import annotations
 
 import io
+import resource
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import torch
 
-from bench.harness import BareForward, Server, distinct_photos, percentile, post_analysis, server
+from bench.harness import BareForward, Server, Uploader, distinct_photos, multipart, percentile, post_analysis, server
 
 Figure = dict[str, Any]
 
 
 def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 12, per_round: int = 8) -> Figure:
-    """POST latency ÷ bare forward, interleaved in rounds so drift on a busy machine hits both alike."""
-    photos = distinct_photos(rounds * per_round, seed=1)
+    """POST latency ÷ bare forward, interleaved in rounds so drift on a busy machine hits both alike. Each round
+    also times as many uploads with httpx, reported beside (see ``Uploader``)."""
+    uploads = [multipart(data) for data in distinct_photos(rounds * per_round, seed=1)]
+    photos = distinct_photos(rounds * per_round, seed=5)
     posts: list[float] = []
+    httpx_posts: list[float] = []
     forwards: list[float] = []
+    uploader = Uploader(srv.url)
     with httpx.Client(base_url=srv.url) as client:
-        post_analysis(client, next(distinct_photos(1, seed=99)))  # warm the path once
-        for _ in range(rounds):
+        uploader.post(multipart(next(distinct_photos(1, seed=99))))  # warm the path once
+        post_analysis(client, next(distinct_photos(1, seed=98)))
+        for round_index in range(rounds):
             forwards += [forward.once() for _ in range(per_round)]
+            for upload in uploads[round_index * per_round : (round_index + 1) * per_round]:
+                started = time.perf_counter()
+                uploader.post(upload)
+                posts.append(time.perf_counter() - started)
             for _ in range(per_round):
                 data = next(photos)
                 started = time.perf_counter()
                 post_analysis(client, data)
-                posts.append(time.perf_counter() - started)
+                httpx_posts.append(time.perf_counter() - started)
+    uploader.close()
     ratio = statistics.median(posts) / statistics.median(forwards)
     eager = forward.eager_median(30)
     return {
@@ -40,13 +52,16 @@ def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 12, per_r
         "forward_ms": round(statistics.median(forwards) * 1000, 1),
         "eager_forward_ms": round(eager * 1000, 1),
         "over_eager_forward": round(statistics.median(posts) / eager, 3),
+        "httpx_post_ms": round(statistics.median(httpx_posts) * 1000, 1),
+        "httpx_over_forward": round(statistics.median(httpx_posts) / statistics.median(forwards), 3),
     }
 
 
 def throughput_and_health(forward: BareForward, srv: Server, analyses: int = 200, clients: int = 4) -> list[Figure]:
-    """4 concurrent clients' analyses/s ÷ bare forward/s, and /healthz p99 while they saturate the CPU."""
+    """4 concurrent clients' analyses/s ÷ bare forward/s, and /healthz p99 while they saturate the CPU. The same
+    load from httpx clients follows, reported beside (see ``Uploader``)."""
     bare_per_s = 1 / forward.median(30)
-    photos = list(distinct_photos(analyses, seed=2))
+    uploads = [multipart(data) for data in distinct_photos(analyses, seed=2)]
     health_ms: list[float] = []
     stop = threading.Event()
 
@@ -58,23 +73,25 @@ def throughput_and_health(forward: BareForward, srv: Server, analyses: int = 200
                 health_ms.append((time.perf_counter() - started) * 1000)
                 time.sleep(0.05)
 
-    def upload(share: list[bytes]) -> None:
+    def upload(share: list[tuple[bytes, dict[str, str]]]) -> None:
+        uploader = Uploader(srv.url)
+        for one in share:
+            uploader.post(one)
+        uploader.close()
+
+    def upload_with_httpx(share: list[bytes]) -> None:
         with httpx.Client(base_url=srv.url) as client:
             for data in share:
                 post_analysis(client, data)
 
     poller = threading.Thread(target=poll_health)
-    workers = [threading.Thread(target=upload, args=(photos[i::clients],)) for i in range(clients)]
-    started = time.perf_counter()
     poller.start()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - started
+    per_s, client_cpu_ms = _concurrently(upload, uploads, clients)
     stop.set()
     poller.join()
-    ratio = analyses / elapsed / bare_per_s
+    ratio = per_s / bare_per_s
+    photos = list(distinct_photos(analyses, seed=6))
+    httpx_per_s, httpx_client_cpu_ms = _concurrently(upload_with_httpx, photos, clients)
     eager_per_s = 1 / forward.eager_median(30)
     p99 = percentile(health_ms, 0.99)
     side_by_side_per_s = forward.side_by_side_per_s(15)
@@ -84,11 +101,15 @@ def throughput_and_health(forward: BareForward, srv: Server, analyses: int = 200
             "value": round(ratio, 3),
             "target": ">= 0.8",
             "ok": ratio >= 0.8,
-            "analyses_per_s": round(analyses / elapsed, 2),
+            "analyses_per_s": round(per_s, 2),
             "bare_forward_per_s": round(bare_per_s, 2),
             "eager_forward_per_s": round(eager_per_s, 2),
-            "over_eager_forward": round(analyses / elapsed / eager_per_s, 3),
+            "over_eager_forward": round(per_s / eager_per_s, 3),
             "bare_side_by_side_per_s": round(side_by_side_per_s, 2),
+            "client_cpu_ms_per_analysis": round(client_cpu_ms, 2),
+            "httpx_analyses_per_s": round(httpx_per_s, 2),
+            "httpx_over_forward": round(httpx_per_s / bare_per_s, 3),
+            "httpx_client_cpu_ms_per_analysis": round(httpx_client_cpu_ms, 2),
         },
         {
             "name": "healthz_p99_ms",
@@ -99,6 +120,25 @@ def throughput_and_health(forward: BareForward, srv: Server, analyses: int = 200
             "p50_ms": round(percentile(health_ms, 0.5), 1),
         },
     ]
+
+
+def _concurrently(upload: Callable[[list[Any]], None], items: list[Any], clients: int) -> tuple[float, float]:
+    """Analyses per second with ``clients`` threads each running ``upload`` on its share of ``items``, and the CPU
+    this process spent per analysis meanwhile (the clients', and the health poller's if it runs)."""
+    workers = [threading.Thread(target=upload, args=(items[i::clients],)) for i in range(clients)]
+    cpu_before = _own_cpu_s()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    return len(items) / elapsed, (_own_cpu_s() - cpu_before) * 1000 / len(items)
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def memory_growth(analyses: int = 1000, cache_mb: int = 128) -> Figure:
