@@ -123,9 +123,18 @@
   });
 
   let previewUrl = null;
-  const PROGRESS_DELAY_MS = 250; // as the progress-appear animation's delay in app.css
+  let busyTimer = null;
+  // The busy state (progress shown, the fields and samples disabled, the rest dimmed) comes only once an analysis
+  // has taken this long: most take less. Restyling the page at submit had the browser work on the same cores as
+  // the analysis, whose forward pass then took about twice as long (docs/performance.md).
+  const PROGRESS_DELAY_MS = 250;
 
-  function showProgress(form, submitter) {
+  function setBusy(form, busy) {
+    form.classList.toggle("is-busy", busy);
+    for (const control of form.querySelectorAll("#upload-fields, .sample")) control.disabled = busy;
+  }
+
+  function showProgressLater(form, submitter) {
     const label = form.querySelector("[data-progress-label]");
     const preview = form.querySelector("[data-progress-preview]");
     const model = form.querySelector("select[name=model]");
@@ -146,15 +155,15 @@
         src = previewUrl;
       }
     }
-    if (label) label.textContent = `running ${what} through ${modelName}`;
-    if (!preview) return;
-    preview.hidden = true;
-    // Decoded only if the progress shows at all (see .progress in app.css): a large photo takes a while to decode.
-    const progress = preview.closest(".progress");
-    setTimeout(() => {
-      if (!src || !progress.classList.contains("htmx-request")) return;
-      preview.src = src;
-      preview.hidden = false;
+    clearTimeout(busyTimer);
+    busyTimer = setTimeout(() => {
+      if (label) label.textContent = `running ${what} through ${modelName}`;
+      if (preview) {
+        // Decoded only if the progress shows at all: a large photo takes a while to decode.
+        preview.hidden = !src;
+        if (src) preview.src = src;
+      }
+      setBusy(form, true);
     }, PROGRESS_DELAY_MS);
   }
 
@@ -163,7 +172,15 @@
     const source = ctx.sourceElement;
     if (source && source.id === "upload-form") {
       showUploadError(source, "");
-      showProgress(source, ctx.request.submitter);
+      showProgressLater(source, ctx.request.submitter);
+    }
+  });
+
+  document.addEventListener("htmx:finally:request", (event) => {
+    const source = event.detail.ctx.sourceElement;
+    if (source && source.id === "upload-form") {
+      clearTimeout(busyTimer);
+      setBusy(source, false);
     }
   });
 

@@ -199,9 +199,29 @@ def test_sample_shows_progress_then_the_analysis(open_page: OpenPage) -> None:
     expect(progress).to_be_visible()
     expect(progress).to_contain_text("Analysing")
     expect(progress).to_contain_text("Grating 45°")
+    expect(page.get_by_role("button", name="Analyse the sample Grating 45°")).to_be_disabled()
+    expect(page.locator("#file")).to_be_disabled()
     held[0].continue_()
     wait_for_analysis(page)
     expect(page.locator(".summary .input-image")).to_be_visible()
+    assert watch.problems == []
+
+
+def test_a_slow_failure_leaves_the_form_usable_again(open_page: OpenPage) -> None:
+    page, watch = open_page(viewport=DESKTOP)
+    watch.expected_statuses.add(503)
+    page.goto("/")
+    held: list[Route] = []
+    page.route("**/analyses", lambda route: held.append(route))
+    sample = page.get_by_role("button", name="Analyse the sample Grating 45°")
+    sample.click()
+    expect(page.locator("#upload-progress")).to_be_visible()
+    expect(sample).to_be_disabled()
+    held[0].fulfill(status=503, json={"detail": "the server is busy; retry in a few seconds"})
+    expect(page.locator("#upload-error")).to_contain_text("the server is busy")
+    expect(page.locator("#upload-progress")).to_be_hidden()
+    expect(sample).to_be_enabled()
+    expect(page.locator("#file")).to_be_enabled()
     assert watch.problems == []
 
 
