@@ -108,19 +108,20 @@ class TracedCapture:
         self.model = model
         self.layers = list(layers)
         self._example = torch.zeros(1, 3, input_size, input_size)
-        self.graph: torch.jit.ScriptModule | None
-        self.copies = set(self.layers)
+        self.graph: torch.jit.ScriptModule | None = None
+        self.copies = set(self.layers)  # the eager capture's: every layer, until a graph is in use
         try:
-            self.copies = layers_needing_copies(model, self.layers, self._example)
-            self.graph = _trace(model, self.layers, self.copies, self._example)
+            copies = layers_needing_copies(model, self.layers, self._example)
+            graph = _trace(model, self.layers, copies, self._example)
         except Exception:  # a model the tracer cannot follow still works, eagerly
             logger.warning("the forward pass could not be traced; capturing it eagerly", exc_info=True)
-            self.graph = None
             return
         probe = torch.randn(self._example.shape, generator=torch.Generator().manual_seed(0))
-        if not _same(self(probe), capture(model, self.layers, probe)):
+        expected = capture(model, self.layers, probe)
+        self.graph, self.copies = graph, copies
+        if not _same(self(probe), expected):
             logger.warning("the traced forward pass differs from the eager one; capturing it eagerly")
-            self.graph = None
+            self.graph, self.copies = None, set(self.layers)
 
     def __call__(self, batch: torch.Tensor) -> Captured:
         if self.graph is None or batch.shape != self._example.shape:

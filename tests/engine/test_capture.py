@@ -85,6 +85,7 @@ def test_a_traced_capture_is_eager_at_another_size_and_for_a_model_it_cannot_fol
     branching = ChoosesByValue().eval()
     untraceable = TracedCapture(branching, ["conv"], input_size=8)
     assert untraceable.graph is None
+    assert untraceable.copies == {"conv"}  # as the eager capture it falls back to copies
     batch = torch.randn(1, 3, 8, 8)
     assert torch.equal(untraceable(batch)[0], capture(branching, ["conv"], batch)[0])
 
