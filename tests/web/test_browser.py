@@ -207,6 +207,19 @@ def test_sample_shows_progress_then_the_analysis(open_page: OpenPage) -> None:
     assert watch.problems == []
 
 
+def test_the_analysis_starts_at_its_top_with_focus_on_it(open_page: OpenPage) -> None:
+    page, watch = open_page(viewport={"width": 1280, "height": 500})
+    page.goto("/")
+    sample = page.get_by_role("button", name="Analyse the sample Grating 45°")
+    sample.scroll_into_view_if_needed()
+    assert page.evaluate("window.scrollY") > 0  # the samples are below the fold of this short window
+    sample.click()
+    wait_for_analysis(page)
+    assert page.evaluate("window.scrollY") == 0
+    expect(page.locator("#main")).to_be_focused()
+    assert watch.problems == []
+
+
 def test_a_slow_failure_leaves_the_form_usable_again(open_page: OpenPage) -> None:
     page, watch = open_page(viewport=DESKTOP)
     watch.expected_statuses.add(503)
