@@ -1,6 +1,6 @@
 from tests.live import in_a_fresh_process
 
-# The default model's forward pass, six times in a fresh process; prints the fewest page faults of a warm pass.
+# The default model's forward pass, six times in a fresh process; prints the page faults of the four warm passes.
 FAULTS_OF_A_WARM_PASS = """
 import json, resource, sys
 import torch
@@ -19,7 +19,7 @@ with torch.inference_mode():
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         model(batch)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({"kept": kept, "faults": min(faults[2:]), "every_pass": faults}))
+print(json.dumps({"kept": kept, "warm_passes": faults[2:]}))
 """
 
 
@@ -27,9 +27,11 @@ def test_a_warm_forward_pass_reuses_the_memory_the_last_one_freed():
     default = in_a_fresh_process(FAULTS_OF_A_WARM_PASS, "default")
     kept = in_a_fresh_process(FAULTS_OF_A_WARM_PASS, "kept")
     assert kept["kept"] is True
-    # With glibc's own thresholds each pass faults its feature maps in again (thousands of pages, ~14 MB).
-    assert default["faults"] > 1000
-    assert kept["faults"] < default["faults"] / 20, (default, kept)
+    # With glibc's own thresholds a pass faults its feature maps in again (thousands of pages, ~14 MB): nearly every
+    # pass, though now and then the heap's layout spares one.
+    assert max(default["warm_passes"]) > 1000, default
+    # Kept, none of them does.
+    assert max(kept["warm_passes"]) < max(default["warm_passes"]) / 20, (default, kept)
 
 
 # On a worker thread, three times: 256 MB in 4 MB pieces, all freed. "thresholds" sets only the two thresholds, by
