@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
 
 from app.api.caching import NOT_MODIFIED, immutable_response
 from app.engine import render
-from app.engine.analysis import Analysis, LayerResult
+from app.engine.analysis import Analysis, LayerResult, atlas_key, channel_key, input_key
 from app.engine.errors import ImageTooLarge
 from app.engine.stats import channels_by_activation
 from app.runtime import Runtime, get_runtime
@@ -86,6 +88,17 @@ def server_timing(timings_ms: dict[str, float], total_ms: float) -> str:
     return ", ".join([*parts, f"total;dur={total_ms:.1f}"])
 
 
+async def picture_response(request: Request, ready: bytes | None, make: Callable[[], bytes]) -> Response:
+    """A PNG answered on the event loop when it is ``ready`` (rendered already, as the first view's are: see
+    ``Analyser.render_first_view``); otherwise made, or waited for, on a worker thread by ``make``.
+
+    The hop to a worker thread and back is two wake-ups, and each waits for a core while the browser that asked is
+    busy on the same ones: cached pictures took 5–9 ms each to answer that way during a first view.
+    """
+    png = ready if ready is not None else await run_in_threadpool(make)
+    return immutable_response(request, png, "image/png")
+
+
 async def read_upload(file: UploadFile, limit: int) -> bytes:
     """The upload's bytes, refusing past ``limit`` without reading further."""
     data = await file.read(limit + 1)
@@ -141,9 +154,12 @@ def get_analysis(
     responses={**PNG_RESPONSE, 404: {"model": ErrorPublic}},
     summary="The image as the network saw it",
 )
-def get_input(analysis_id: AnalysisId, request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Response:
+async def get_input(
+    analysis_id: AnalysisId, request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]
+) -> Response:
     analyser = runtime.analyser
-    return immutable_response(request, analyser.input_png(analyser.get(analysis_id)), "image/png")
+    ready = analyser.rendered(analysis_id, input_key())
+    return await picture_response(request, ready, lambda: analyser.input_png(analyser.get(analysis_id)))
 
 
 @router.get(
@@ -152,11 +168,12 @@ def get_input(analysis_id: AnalysisId, request: Request, runtime: Annotated[Runt
     responses={**PNG_RESPONSE, 404: {"model": ErrorPublic}},
     summary="The layer's most active channels in one grid",
 )
-def get_atlas(
+async def get_atlas(
     analysis_id: AnalysisId, layer: LayerName, request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]
 ) -> Response:
     analyser = runtime.analyser
-    return immutable_response(request, analyser.atlas_png(analyser.get(analysis_id), layer), "image/png")
+    ready = analyser.rendered(analysis_id, atlas_key(layer))
+    return await picture_response(request, ready, lambda: analyser.atlas_png(analyser.get(analysis_id), layer))
 
 
 @router.get(
@@ -165,7 +182,7 @@ def get_atlas(
     responses={**PNG_RESPONSE, 404: {"model": ErrorPublic}},
     summary="One channel's map",
 )
-def get_channel(
+async def get_channel(
     analysis_id: AnalysisId,
     layer: LayerName,
     channel: Annotated[int, Path(description="Channel index, 0-based.")],
@@ -173,7 +190,10 @@ def get_channel(
     runtime: Annotated[Runtime, Depends(get_runtime)],
 ) -> Response:
     analyser = runtime.analyser
-    return immutable_response(request, analyser.channel_png(analyser.get(analysis_id), layer, channel), "image/png")
+    ready = analyser.rendered(analysis_id, channel_key(layer, channel))
+    return await picture_response(
+        request, ready, lambda: analyser.channel_png(analyser.get(analysis_id), layer, channel)
+    )
 
 
 @router.get(

@@ -245,6 +245,12 @@ class Analyser:
         for name in analysis.layers:
             self.atlas_png(analysis, name)
 
+    def rendered(self, analysis_id: str, key: str) -> bytes | None:
+        """The picture ``key`` (``input_key``, ``atlas_key``, ``channel_key``) of a stored analysis if it has been
+        rendered already, else None. It never waits, renders or reads the shared folder, so the event loop may ask."""
+        analysis = self.store.get(analysis_id)
+        return None if analysis is None else analysis.renders.get(key)
+
     def input_png(self, analysis: Analysis) -> bytes:
         def make() -> bytes:
             from PIL import Image
@@ -253,19 +259,19 @@ class Analyser:
             Image.fromarray(analysis.view).save(buffer, format="PNG", compress_level=1)
             return buffer.getvalue()
 
-        return self._cached(analysis, "input", make)
+        return self._cached(analysis, input_key(), make)
 
     def atlas_png(self, analysis: Analysis, layer_name: str) -> bytes:
         layer = analysis.layer(layer_name)
         return self._cached(
-            analysis, f"atlas:{layer_name}", lambda: render.atlas_png(layer.activation, layer.stats.top_channels)
+            analysis, atlas_key(layer_name), lambda: render.atlas_png(layer.activation, layer.stats.top_channels)
         )
 
     def channel_png(self, analysis: Analysis, layer_name: str, channel: int) -> bytes:
         layer = analysis.layer(layer_name)
         check_channel(layer, channel)
         return self._cached(
-            analysis, f"channel:{layer_name}:{channel}", lambda: render.channel_png(layer.activation[channel])
+            analysis, channel_key(layer_name, channel), lambda: render.channel_png(layer.activation[channel])
         )
 
     @staticmethod
@@ -273,6 +279,18 @@ class Analyser:
         buffer = io.BytesIO()
         np.save(buffer, analysis.layer(layer_name).activation.numpy(), allow_pickle=False)
         return buffer.getvalue()
+
+
+def input_key() -> str:
+    return "input"
+
+
+def atlas_key(layer_name: str) -> str:
+    return f"atlas:{layer_name}"
+
+
+def channel_key(layer_name: str, channel: int) -> str:
+    return f"channel:{layer_name}:{channel}"
 
 
 def check_channel(layer: LayerResult, channel: int) -> None:

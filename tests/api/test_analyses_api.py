@@ -3,6 +3,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from app.api import analyses as analyses_api
+from app.engine.analysis import atlas_key, channel_key, input_key
 from tests.conftest import encode, jpeg, photo
 
 
@@ -65,6 +67,33 @@ def test_atlas_channel_input_and_npy(client, coffee_analysis):
     array = np.load(io.BytesIO(npy.content), allow_pickle=False)
     assert array.dtype == np.float32 and array.shape == (80, 14, 14)
     assert np.isclose(array[channel].mean(), layer["top_channels"][0]["mean"], rtol=1e-4)
+
+
+async def no_worker_thread(*_: object) -> bytes:
+    raise AssertionError("a picture already rendered went to a worker thread")
+
+
+def test_a_picture_rendered_once_is_answered_without_a_worker_thread(client, monkeypatch):
+    posted = client.post("/api/v1/analyses", files={"file": ("chelsea.jpg", jpeg("chelsea"), "image/jpeg")})
+    chelsea_analysis_id = posted.json()["id"]
+    analyser = client.app.state.runtime.analyser  # type: ignore[attr-defined]
+    base = f"/api/v1/analyses/{chelsea_analysis_id}"
+    pictures = [
+        (input_key(), f"{base}/input.png"),
+        (atlas_key("blocks.2"), f"{base}/layers/blocks.2/atlas.png"),
+        (channel_key("blocks.2", 3), f"{base}/layers/blocks.2/channels/3.png"),
+    ]
+    for key, url in pictures:
+        analyser.store.get(chelsea_analysis_id).renders.pop(key, None)  # not rendered ahead, or not yet
+        assert analyser.rendered(chelsea_analysis_id, key) is None
+        made = client.get(url)  # made on a worker thread
+        assert made.status_code == 200 and analyser.rendered(chelsea_analysis_id, key) == made.content
+        monkeypatch.setattr(analyses_api, "run_in_threadpool", no_worker_thread)
+        again = client.get(url)  # answered on the event loop, with the same headers
+        monkeypatch.undo()
+        assert again.content == made.content and again.headers["etag"] == made.headers["etag"]
+        assert again.headers["content-type"] == "image/png" and "immutable" in again.headers["cache-control"]
+    assert analyser.rendered("0" * 32, input_key()) is None
 
 
 def test_maps_and_arrays_are_revalidated_by_their_etag(client, coffee_analysis):
