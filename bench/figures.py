@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import resource
 import statistics
 import threading
@@ -25,6 +26,7 @@ def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 12, per_r
     uploads = [multipart(data) for data in distinct_photos(rounds * per_round, seed=1)]
     photos = distinct_photos(rounds * per_round, seed=5)
     posts: list[float] = []
+    server_steps: list[dict[str, float]] = []  # each answer's own timings: decode, forward, stats
     httpx_posts: list[float] = []
     forwards: list[float] = []
     uploader = Uploader(srv.url)
@@ -35,13 +37,20 @@ def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 12, per_r
             forwards += [forward.once() for _ in range(per_round)]
             for upload in uploads[round_index * per_round : (round_index + 1) * per_round]:
                 started = time.perf_counter()
-                uploader.post(upload)
+                answer = uploader.post(upload)
                 posts.append(time.perf_counter() - started)
+                server_steps.append(json.loads(answer)["timings_ms"])
             for _ in range(per_round):
                 data = next(photos)
                 started = time.perf_counter()
                 post_analysis(client, data)
                 httpx_posts.append(time.perf_counter() - started)
+        # The same uploads again, answered from the store: the HTTP exchange alone, what no analysis can go below.
+        stored_posts = []
+        for upload in uploads[-4 * per_round :]:  # the latest, still in the store
+            started = time.perf_counter()
+            uploader.post(upload, status=200)
+            stored_posts.append(time.perf_counter() - started)
     uploader.close()
     ratio = statistics.median(posts) / statistics.median(forwards)
     eager = forward.eager_median(30)
@@ -53,6 +62,8 @@ def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 12, per_r
         "forward_ms": round(statistics.median(forwards) * 1000, 1),
         "eager_forward_ms": round(eager * 1000, 1),
         "over_eager_forward": round(statistics.median(posts) / eager, 3),
+        "server_ms": {step: round(statistics.median(t[step] for t in server_steps), 2) for step in server_steps[0]},
+        "stored_post_ms": round(statistics.median(stored_posts) * 1000, 2),
         "httpx_post_ms": round(statistics.median(httpx_posts) * 1000, 1),
         "httpx_over_forward": round(statistics.median(httpx_posts) / statistics.median(forwards), 3),
     }

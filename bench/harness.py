@@ -97,12 +97,13 @@ class Uploader:
         host, port = url.removeprefix("http://").split(":")
         self._connection = http.client.HTTPConnection(host, int(port), timeout=120)
 
-    def post(self, upload: tuple[bytes, dict[str, str]]) -> bytes:
+    def post(self, upload: tuple[bytes, dict[str, str]], status: int = 201) -> bytes:
+        """POST ``upload``; ``status`` 201 when it must be analysed now, 200 when it must come from the store."""
         body, headers = upload
         self._connection.request("POST", "/api/v1/analyses", body, headers)
         response = self._connection.getresponse()
         content = response.read()
-        if response.status != 201:
+        if response.status != status:
             raise RuntimeError(f"POST /api/v1/analyses answered {response.status}: {content[:200]!r}")
         return content
 
