@@ -106,6 +106,6 @@ def _full_view_s(browser: Browser, url: str, path: Path, *, analysed: bool) -> f
     loaded = page.wait_for_function(FULL_VIEW_MS, timeout=120_000, polling=100)
     elapsed = float(loaded.json_value()) / 1000
     if ("forward" in page.evaluate(UPLOAD_TIMINGS)) != analysed:
-        raise RuntimeError(f"the upload was {'not ' if analysed else ''}answered from the store, unlike intended")
+        raise RuntimeError(f"the upload was {'' if analysed else 'not '}answered from the store, unlike intended")
     page.close()
     return elapsed
