@@ -120,6 +120,9 @@ def test_upload_a_photo_and_explore_it(open_page: OpenPage, coffee_jpeg: Path) -
     expect(page.locator("#upload-form")).to_be_visible()
     page.go_forward()
     wait_for_analysis(page)
+    # It comes back scrolled to where it was left, the explorer, whose first page loads again as it is seen. A
+    # reload before that page arrives would cancel its request.
+    expect(page.locator("#explorer .channel-tile").nth(47)).to_contain_text("#48")
 
     # The URL is shareable: a reload shows the same analysis.
     page.reload()
