@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -112,7 +113,7 @@ class Runtime:
         model_id = self.registry.default_id
         work = (partial(self.registry.receptive_fields, model_id), partial(self.registry.output_shapes, model_id))
         loaded = self._pool.submit(self._load_and_warm_default)
-        loaded.add_done_callback(lambda _: self._work_ahead(*work, *page_work))
+        loaded.add_done_callback(lambda _: self._work_ahead(*work, *page_work, freeze_start_up_objects))
         return loaded
 
     def _load_and_warm_default(self) -> None:
@@ -167,6 +168,18 @@ class Runtime:
         renderer, self._renderer = self._renderer, None
         if renderer is not None:
             renderer.shutdown(wait=True, cancel_futures=True)
+
+
+def freeze_start_up_objects() -> None:
+    """Exempt what start-up made, and keeps for good, from Python's full garbage collections.
+
+    Torch, FastAPI, pydantic and the loaded models leave some 400,000 objects that every full collection walked,
+    holding the GIL for about 200 ms (once in some 800 analyses under load, when ``/healthz`` took as long).
+    Collected once and frozen, they are never walked again. Refcounting still frees any of them that is dropped;
+    only a reference cycle among them would stay, and start-up objects are kept for good.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _log_failure_ahead(done: Future[Any]) -> None:

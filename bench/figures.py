@@ -132,6 +132,7 @@ def throughput_and_health(
             "ok": p99 <= 20,
             "samples": len(health_ms),
             "p50_ms": round(percentile(health_ms, 0.5), 1),
+            "max_ms": round(max(health_ms), 1),
         },
     ]
 
