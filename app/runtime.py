@@ -107,13 +107,14 @@ class Runtime:
 
         Once ``/readyz`` says ready, the render thread prepares what the first analysis page would otherwise wait
         for: the default model's receptive fields and layer shapes (the first of them imports ``torch._dynamo``,
-        over a second) and ``page_work``.
+        over a second) and ``page_work``; then it takes what start-up made out of later full garbage collections
+        (``_freeze_start_up_objects``).
         """
         assert self._pool is not None
         model_id = self.registry.default_id
         work = (partial(self.registry.receptive_fields, model_id), partial(self.registry.output_shapes, model_id))
         loaded = self._pool.submit(self._load_and_warm_default)
-        loaded.add_done_callback(lambda _: self._work_ahead(*work, *page_work, freeze_start_up_objects))
+        loaded.add_done_callback(lambda _: self._work_ahead(*work, *page_work, _freeze_start_up_objects))
         return loaded
 
     def _load_and_warm_default(self) -> None:
@@ -170,7 +171,7 @@ class Runtime:
             renderer.shutdown(wait=True, cancel_futures=True)
 
 
-def freeze_start_up_objects() -> None:
+def _freeze_start_up_objects() -> None:
     """Exempt what start-up made, and keeps for good, from Python's full garbage collections.
 
     Torch, FastAPI, pydantic and the loaded models leave some 400,000 objects that every full collection walked,
