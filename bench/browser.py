@@ -86,7 +86,8 @@ def time_to_full_view(forward: BareForward, srv: Server, runs: int = 7) -> dict:
         "forward_ms": round(bare * 1000, 1),
         "over_eager_forward": round(statistics.median(samples) / forward.eager_median(30), 2),
         "stored_full_view_ms": round(statistics.median(stored_samples) * 1000, 1),
-        "stored_over_forward": round(statistics.median(stored_samples) / bare, 2),
+        # What the browser's part alone takes, the server answering from its store: the figure's best.
+        "best": round(statistics.median(stored_samples) / bare, 2),
     }
 
 

@@ -15,16 +15,32 @@ from typing import Any
 import httpx
 import torch
 
-from bench.harness import BareForward, Server, Uploader, distinct_photos, multipart, percentile, post_analysis, server
+from bench.harness import (
+    BareForward,
+    DirectAnalysis,
+    Server,
+    Uploader,
+    distinct_photos,
+    multipart,
+    percentile,
+    post_analysis,
+    server,
+)
 
 Figure = dict[str, Any]
 
 
 def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 12, per_round: int = 8) -> Figure:
     """POST latency ÷ bare forward, interleaved in rounds so drift on a busy machine hits both alike. Each round
-    also times as many uploads with httpx, reported beside (see ``Uploader``)."""
+    also times as many uploads with httpx (see ``Uploader``) and as many analyses called in this process
+    (``DirectAnalysis``), reported beside."""
     uploads = [multipart(data) for data in distinct_photos(rounds * per_round, seed=1)]
     photos = distinct_photos(rounds * per_round, seed=5)
+    direct_photos = distinct_photos(rounds * per_round, seed=3)
+    direct = DirectAnalysis(forward)
+    direct.once(next(distinct_photos(1, seed=97)))  # warm the path once
+    directs: list[float] = []
+    direct_steps: list[dict[str, float]] = []
     posts: list[float] = []
     server_steps: list[dict[str, float]] = []  # each answer's own timings: decode, forward, stats
     httpx_posts: list[float] = []
@@ -35,6 +51,10 @@ def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 12, per_r
         post_analysis(client, next(distinct_photos(1, seed=98)))
         for round_index in range(rounds):
             forwards += [forward.once() for _ in range(per_round)]
+            for _ in range(per_round):
+                elapsed, steps = direct.once(next(direct_photos))
+                directs.append(elapsed)
+                direct_steps.append(steps)
             for upload in uploads[round_index * per_round : (round_index + 1) * per_round]:
                 started = time.perf_counter()
                 answer = uploader.post(upload)
@@ -52,20 +72,28 @@ def analysis_overhead(forward: BareForward, srv: Server, rounds: int = 12, per_r
             uploader.post(upload, status=200)
             stored_posts.append(time.perf_counter() - started)
     uploader.close()
-    ratio = statistics.median(posts) / statistics.median(forwards)
+    floor = statistics.median(forwards)
+    ratio = statistics.median(posts) / floor
     eager = forward.eager_median(30)
+    stored_post = statistics.median(stored_posts)
     return {
         "value": round(ratio, 3),
         "target": "<= 1.25",
         "ok": ratio <= 1.25,
         "post_ms": round(statistics.median(posts) * 1000, 1),
-        "forward_ms": round(statistics.median(forwards) * 1000, 1),
+        "forward_ms": round(floor * 1000, 1),
         "eager_forward_ms": round(eager * 1000, 1),
         "over_eager_forward": round(statistics.median(posts) / eager, 3),
         "server_ms": {step: round(statistics.median(t[step] for t in server_steps), 2) for step in server_steps[0]},
-        "stored_post_ms": round(statistics.median(stored_posts) * 1000, 2),
+        "stored_post_ms": round(stored_post * 1000, 2),
+        "in_process_ms": round(statistics.median(directs) * 1000, 2),
+        "in_process_steps_ms": {
+            step: round(statistics.median(t[step] for t in direct_steps), 2) for step in direct_steps[0]
+        },
+        # The analysis in this process, hot, plus the HTTP exchange of a POST the store answers: the figure's best.
+        "best": round((statistics.median(directs) + stored_post) / floor, 3),
         "httpx_post_ms": round(statistics.median(httpx_posts) * 1000, 1),
-        "httpx_over_forward": round(statistics.median(httpx_posts) / statistics.median(forwards), 3),
+        "httpx_over_forward": round(statistics.median(httpx_posts) / floor, 3),
     }
 
 

@@ -142,8 +142,8 @@ class BareForward:
 
         torch.set_num_threads(THREADS)
         keep_freed_memory()
-        settings = Settings()
-        registry = ModelRegistry.from_folder(settings.models_dir, settings.weights_dir)
+        self.settings = settings = Settings()
+        self.registry = registry = ModelRegistry.from_folder(settings.models_dir, settings.weights_dir)
         self.eager = registry.get(registry.default_id).module
         self.batch = torch.randn(1, 3, 224, 224)
         # The server's traced pass with no layers recorded: traced, checked and warmed up as the server's is.
@@ -186,6 +186,36 @@ class BareForward:
         for worker in workers:
             worker.join()
         return THREADS * runs / (time.perf_counter() - started)
+
+
+class DirectAnalysis:
+    """The analysis a POST runs, called in this process, back to back with the floor: decoding, the traced pass
+    recording the card's layers, statistics, the id and the store, without HTTP, an event loop or a hand-off to
+    another thread. With a POST the store answers (the HTTP exchange alone), it is what no POST can go below here:
+    reported beside figure 1, for honesty about how far down its target is reachable."""
+
+    def __init__(self, forward: BareForward) -> None:
+        from app.engine.analysis import Analyser, Analysis
+        from app.engine.store import AnalysisStore
+
+        settings = forward.settings
+        self._model_id = forward.registry.default_id
+        self._analyser = Analyser(
+            forward.registry,
+            AnalysisStore[Analysis](64_000_000),
+            secret=uuid.uuid4().hex,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+        )
+
+    def once(self, data: bytes) -> tuple[float, dict[str, float]]:
+        """Seconds to analyse ``data``, new to this store, and the analysis's own timings of its steps."""
+        started = time.perf_counter()
+        analysis, computed = self._analyser.analyse(data, self._model_id)
+        elapsed = time.perf_counter() - started
+        if not computed:
+            raise RuntimeError("the photo was answered from the store, unlike intended")
+        return elapsed, analysis.timings_ms
 
 
 def percentile(values: list[float], share: float) -> float:
