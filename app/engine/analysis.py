@@ -70,11 +70,20 @@ class Analysis:
     layers: dict[str, LayerResult] = field(repr=False)
     timings_ms: dict[str, float]
     renders: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # Held while a render is added and while they are summed: one analysis's pictures are made on several threads at
+    # once (a page of channel tiles), and summing a dict that another thread adds to raises.
+    _renders_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def nbytes(self) -> int:
         activations = sum(layer.activation.numel() * layer.activation.element_size() for layer in self.layers.values())
-        return activations + self.view.nbytes + sum(len(png) for png in self.renders.values()) + 4096
+        with self._renders_lock:
+            renders = sum(len(png) for png in self.renders.values())
+        return activations + self.view.nbytes + renders + 4096
+
+    def add_render(self, key: str, png: bytes) -> None:
+        with self._renders_lock:
+            self.renders[key] = png
 
     def layer(self, name: str) -> LayerResult:
         try:
@@ -224,7 +233,7 @@ class Analyser:
             return pending.result()
         try:
             png = make()
-            analysis.renders[key] = png
+            analysis.add_render(key, png)
             self.store.remeasure(analysis.id)
         except BaseException as error:
             made.set_exception(error)

@@ -1,4 +1,6 @@
 import io
+import sys
+import threading
 
 import numpy as np
 from PIL import Image
@@ -94,6 +96,36 @@ def test_a_picture_rendered_once_is_answered_without_a_worker_thread(client, mon
         assert again.content == made.content and again.headers["etag"] == made.headers["etag"]
         assert again.headers["content-type"] == "image/png" and "immutable" in again.headers["cache-control"]
     assert analyser.rendered("0" * 32, input_key()) is None
+
+
+def test_one_analysis_renders_many_pictures_on_several_threads_at_once(client):
+    # A page of channel tiles asks for dozens of one analysis's pictures at once, each made on a worker thread;
+    # summing the analysis's renders for the store while another thread added one raised, and the browser got a 500.
+    posted = client.post("/api/v1/analyses", files={"file": ("astronaut.jpg", jpeg("astronaut"), "image/jpeg")})
+    analyser = client.app.state.runtime.analyser  # type: ignore[attr-defined]
+    analysis = analyser.get(posted.json()["id"])
+    channels = analysis.layer("bn2").shape[0]
+    failures: list[BaseException] = []
+
+    def render(first: int) -> None:
+        for channel in range(first, channels, 4):
+            try:
+                analyser.channel_png(analysis, "bn2", channel)
+            except Exception as error:  # every failure is collected and shown below
+                failures.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns as often as they can, so that a race shows in one run
+    try:
+        threads = [threading.Thread(target=render, args=(first,)) for first in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    assert all(channel_key("bn2", channel) in analysis.renders for channel in range(channels))
 
 
 def test_maps_and_arrays_are_revalidated_by_their_etag(client, coffee_analysis):
